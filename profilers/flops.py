@@ -1,0 +1,312 @@
+"""FLOP counting on top of ``torch.utils.flop_counter.FlopCounterMode``.
+
+Convention: **one multiply-add = 2 FLOPs**, everywhere (torch's convention too). Like torch, only
+matrix-multiply-like work is counted (mm, addmm, bmm, convolution, attention); element-wise ops,
+normalizations and reductions count 0 FLOPs but are *listed* in :attr:`FlopCount.uncounted_ops`
+so nothing that ran is silently dropped. Causal masks are not discounted (full attention
+arithmetic is counted, as kernels without block skipping do it).
+
+Formulas torch lacks are added through its own extension point, ``FlopCounterMode(custom_mapping=...)``
+(:data:`EXTRA_FORMULAS`):
+
+* ``aten._scaled_dot_product_flash_attention_for_cpu`` (+ backward): the CPU SDPA kernel;
+* ``aten._native_multi_head_attention``: the fused ``nn.MultiheadAttention`` fast path (eval, no_grad);
+* ``aten._transformer_encoder_layer_fwd``: the fused ``nn.TransformerEncoderLayer`` fast path.
+
+Besides FLOPs, every executed op's bytes touched (inputs read + outputs written) is recorded per
+op signature (:attr:`FlopCount.ops`), which the roofline projection uses.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Mapping, Sequence
+
+import torch
+from torch.utils import flop_counter as fc
+from torch.utils._python_dispatch import TorchDispatchMode
+from torch.utils._pytree import tree_flatten
+
+from ._config import ConfigError, invalid, serializable
+from .profile import OpRecord
+
+__all__ = ["FlopCount", "OpRecord", "count_flops", "EXTRA_FORMULAS", "op_class"]
+
+aten = torch.ops.aten
+
+
+# --------------------------------------------------------------------------------------------
+# formulas torch's flop_counter lacks (pure functions of shapes, like torch's own)
+# --------------------------------------------------------------------------------------------
+
+
+def sdpa_cpu_flop(query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    """CPU flash SDPA: QK^T and AV, as torch's ``sdpa_flop`` for the CUDA kernels."""
+    return fc.sdpa_flop_count(query_shape, key_shape, value_shape)
+
+
+def sdpa_cpu_backward_flop(grad_out_shape, query_shape, key_shape, value_shape, *args, out_shape=None, **kwargs) -> int:
+    return fc.sdpa_backward_flop_count(grad_out_shape, query_shape, key_shape, value_shape)
+
+
+def _seq_lengths(t: torch.Tensor) -> tuple[int, list[int], int]:
+    """(batch, per-sequence lengths, feature dim) of a dense [B, L, E], [L, E] or nested tensor."""
+    if t.is_nested:
+        sizes = t._nested_tensor_size().tolist()
+        return len(sizes), [int(s[0]) for s in sizes], int(sizes[0][-1]) if sizes else 0
+    if t.dim() == 2:
+        return 1, [int(t.shape[0])], int(t.shape[1])
+    return int(t.shape[0]), [int(t.shape[1])] * int(t.shape[0]), int(t.shape[2])
+
+
+def native_mha_flop(query, key, value, embed_dim, num_head, qkv_weight, *args, out_val=None, **kwargs) -> int:
+    """Fused ``nn.MultiheadAttention`` forward (raw tensors, nested allowed).
+
+    Per sequence with Lq queries, Lk keys, width E:
+    q proj 2*Lq*E*E + k,v proj 2*2*Lk*E*E + scores 2*Lq*Lk*E + AV 2*Lq*Lk*E + out proj 2*Lq*E*E.
+    """
+    _, lq, e = _seq_lengths(query)
+    _, lk, _ = _seq_lengths(key)
+    total = 0
+    for a, b in zip(lq, lk):
+        total += 2 * a * e * e + 4 * b * e * e + 4 * a * b * e + 2 * a * e * e
+    return total
+
+
+def transformer_encoder_layer_flop(src, embed_dim, num_heads, qkv_weight, qkv_bias, proj_weight, proj_bias,
+                                   use_gelu, norm_first, eps, norm_weight_1, norm_bias_1, norm_weight_2,
+                                   norm_bias_2, ffn_weight_1, *args, out_val=None, **kwargs) -> int:
+    """Fused ``nn.TransformerEncoderLayer`` forward: self-attention as above plus the FFN.
+
+    Per sequence of length L, width E, FFN width F: qkv 2*L*E*3E + scores and AV 2*2*L*L*E +
+    out proj 2*L*E*E + FFN 2*2*L*E*F.
+    """
+    _, lens, e = _seq_lengths(src)
+    f = int(ffn_weight_1.shape[0])
+    return sum(6 * n * e * e + 4 * n * n * e + 2 * n * e * e + 4 * n * e * f for n in lens)
+
+
+def _raw(fn: Callable) -> Callable:
+    fn._get_raw = True  # FlopCounterMode passes raw tensors (nested ones included) to these
+    return fn
+
+
+#: op packet -> formula; passed to ``FlopCounterMode(custom_mapping=...)``
+EXTRA_FORMULAS: dict[Any, Callable] = {
+    aten._scaled_dot_product_flash_attention_for_cpu: sdpa_cpu_flop,
+    aten._scaled_dot_product_flash_attention_for_cpu_backward: sdpa_cpu_backward_flop,
+    aten._native_multi_head_attention: _raw(native_mha_flop),
+    aten._transformer_encoder_layer_fwd: _raw(transformer_encoder_layer_flop),
+}
+
+
+# --------------------------------------------------------------------------------------------
+# op classes (for the roofline) and byte accounting
+# --------------------------------------------------------------------------------------------
+
+_MATMUL = {"mm", "addmm", "bmm", "baddbmm", "_scaled_mm", "linear", "matmul", "_int_mm",
+           "_weight_int8pack_mm", "_weight_int4pack_mm", "_weight_int4pack_mm_for_cpu"}
+_CONV = {"convolution", "_convolution", "cudnn_convolution", "convolution_overrideable",
+         "_slow_conv2d_forward", "convolution_backward", "mkldnn_convolution"}
+_FREE = {"view", "_unsafe_view", "reshape", "expand", "permute", "transpose", "t", "unsqueeze",
+         "squeeze", "select", "slice", "as_strided", "alias", "detach", "split", "split_with_sizes",
+         "unbind", "chunk", "_reshape_alias", "lift_fresh", "empty", "empty_like", "empty_strided",
+         "new_empty", "new_empty_strided", "_to_copy", "unfold", "diagonal", "narrow", "ones_like",
+         "zeros_like", "scalar_tensor", "_local_scalar_dense", "sym_size", "is_same_size", "copy_",
+         "set_", "resize_", "zero_", "fill_", "_nested_tensor_size"}
+
+
+def op_class(name: str) -> str:
+    """Roofline class of an aten op name: matmul, conv, attention, free (no arithmetic) or memory."""
+    base = name.split(".")[0].removeprefix("aten::")
+    if base in _MATMUL:
+        return "matmul"
+    if base in _CONV:
+        return "conv"
+    if "attention" in base or base in ("_transformer_encoder_layer_fwd",):
+        return "attention"
+    if base in _FREE:
+        return "free"
+    return "memory"
+
+
+def _tensor_bytes(t: Any) -> int:
+    if not isinstance(t, torch.Tensor):
+        return 0
+    if t.is_nested:
+        return int(t._nested_tensor_size().prod(dim=1).sum()) * t.element_size()
+    return t.numel() * t.element_size()
+
+
+@serializable("flop_count")
+@dataclass(frozen=True)
+class FlopCount:
+    """The result of :func:`count_flops`.
+
+    ``total``: FLOPs (2 per multiply-add). ``by_module``: module path (as torch's ModuleTracker
+    names it, the root module's class name first) -> FLOPs. ``by_op``: aten op -> FLOPs.
+    ``uncounted_ops``: aten ops that ran with no FLOP formula -> number of calls (view and other
+    arithmetic-free ops included). ``ops``: per op signature records (FLOPs and bytes) for the
+    roofline. ``train``: forward + backward when True.
+    """
+
+    total: int
+    by_module: dict[str, int]
+    by_op: dict[str, int]
+    uncounted_ops: dict[str, int]
+    ops: tuple[OpRecord, ...] = ()
+    train: bool = False
+
+    @property
+    def total_bytes(self) -> int:
+        return sum(r.total_bytes for r in self.ops)
+
+    def by_class(self) -> dict[str, dict[str, int]]:
+        """op class -> {"flops": ..., "bytes": ..., "calls": ...}."""
+        out: dict[str, dict[str, int]] = {}
+        for r in self.ops:
+            d = out.setdefault(r.op_class, {"flops": 0, "bytes": 0, "calls": 0})
+            d["flops"] += r.total_flops
+            d["bytes"] += r.total_bytes
+            d["calls"] += r.calls
+        return out
+
+    def table(self, depth: int = 2) -> str:
+        """A plain-text table of FLOPs per module down to ``depth`` levels."""
+        rows = [(m, v) for m, v in self.by_module.items() if m != "Global" and m.count(".") < depth]
+        width = max([len(m) for m, _ in rows] + [6])
+        lines = [f"{'module':<{width}}  {'FLOPs':>16}  {'share':>7}"]
+        for m, v in sorted(rows):
+            share = v / self.total if self.total else 0.0
+            lines.append(f"{m:<{width}}  {v:>16,}  {share:>7.1%}")
+        lines.append(f"{'total':<{width}}  {self.total:>16,}")
+        if self.uncounted_ops:
+            arith = {k: v for k, v in self.uncounted_ops.items() if op_class(k) != "free"}
+            lines.append(f"ops with no FLOP formula (counted 0): {len(arith)} with arithmetic, "
+                         f"{len(self.uncounted_ops) - len(arith)} view/copy-like")
+        return "\n".join(lines)
+
+
+class _OpRecorder(TorchDispatchMode):
+    """Sits outside FlopCounterMode and sees the leaf ops it executes (after its decompositions)."""
+
+    def __init__(self, registry: Mapping[Any, Callable]) -> None:
+        super().__init__()
+        self.registry = registry
+        self.records: dict[tuple, list] = {}
+        self.uncounted: dict[str, int] = {}
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        out = func(*args, **kwargs)
+        packet = func._overloadpacket
+        name = str(packet)
+        counted = packet in self.registry
+        flops = 0
+        if counted:
+            formula = self.registry[packet]
+            flops = int(formula(*args, **kwargs, out_val=out))
+        else:
+            self.uncounted[name] = self.uncounted.get(name, 0) + 1
+        nbytes = 0
+        cls = op_class(name)
+        if cls != "free":
+            ins, _ = tree_flatten((args, kwargs))
+            outs, _ = tree_flatten(out)
+            nbytes = sum(_tensor_bytes(t) for t in ins) + sum(_tensor_bytes(t) for t in outs)
+        key = (name, flops, nbytes)
+        rec = self.records.get(key)
+        if rec is None:
+            self.records[key] = [name, cls, 1, flops, nbytes]
+        else:
+            rec[2] += 1
+        return out
+
+
+def _default_loss(out: Any) -> torch.Tensor:
+    leaves = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor) and t.is_floating_point()]
+    if not leaves:
+        raise ConfigError("count_flops(train=True): the model's output has no floating-point tensor "
+                          "to back-propagate from; pass loss_fn=.")
+    return sum(t.float().sum() for t in leaves)
+
+
+def call_model(model: Callable, inputs: Any) -> Any:
+    """``model(inputs)``, ``model(*inputs)`` for a tuple/list, ``model(**inputs)`` for a dict."""
+    if isinstance(inputs, Mapping):
+        return model(**inputs)
+    if isinstance(inputs, (tuple, list)):
+        return model(*inputs)
+    return model(inputs)
+
+
+def check_model(model: Any, owner: str) -> None:
+    if not isinstance(model, torch.nn.Module):
+        raise invalid(owner, "model", "a torch.nn.Module", type(model).__name__)
+
+
+def run_model(model: torch.nn.Module, inputs: Any, owner: str) -> Any:
+    """Call ``model`` on ``inputs`` (a tensor, a tuple of positional args or a dict of kwargs),
+    turning a failure into an error that names the model, the input shapes and the cause."""
+    try:
+        return call_model(model, inputs)
+    except Exception as e:  # re-raised with context, never swallowed
+        shapes = describe_inputs(inputs)
+        raise ConfigError(
+            f"{owner}: {type(model).__name__} raised {type(e).__name__} on inputs {shapes}: {e}"
+        ) from e
+
+
+def describe_inputs(inputs: Any) -> str:
+    def d(x: Any) -> str:
+        if isinstance(x, torch.Tensor):
+            return f"Tensor{list(x.shape)}:{str(x.dtype).removeprefix('torch.')}"
+        return type(x).__name__
+
+    if isinstance(inputs, Mapping):
+        return "{" + ", ".join(f"{k}: {d(v)}" for k, v in inputs.items()) + "}"
+    if isinstance(inputs, (tuple, list)):
+        return "(" + ", ".join(d(v) for v in inputs) + ")"
+    return d(inputs)
+
+
+def count_flops(model: torch.nn.Module, inputs: Any, *, train: bool = False,
+                loss_fn: Callable[[Any], torch.Tensor] | None = None) -> FlopCount:
+    """Count FLOPs of one forward (``train=False``, run under ``no_grad``) or one forward +
+    backward (``train=True``) of ``model`` on ``inputs``.
+
+    ``inputs`` is a tensor, a tuple/list of positional arguments or a dict of keyword arguments.
+    Works on real, meta and fake tensors. The model's train/eval mode is left as the caller set it
+    (``nn.TransformerEncoderLayer`` takes its fused fast path only in eval under no_grad; both
+    paths count the same FLOPs).
+
+        >>> import torch
+        >>> fc = count_flops(torch.nn.Linear(6, 5, bias=False), torch.randn(4, 6))
+        >>> fc.total  # 4 * 6 * 5 multiply-adds * 2
+        240
+    """
+    check_model(model, "count_flops")
+    counter = fc.FlopCounterMode(display=False, custom_mapping=EXTRA_FORMULAS)
+    recorder = _OpRecorder(counter.flop_registry)
+    with recorder, counter:
+        if train:
+            out = run_model(model, inputs, "count_flops")
+            loss = (loss_fn or _default_loss)(out)
+            loss.backward()
+        else:
+            with torch.no_grad():
+                run_model(model, inputs, "count_flops")
+    counts = counter.get_flop_counts()
+    by_module = {m: int(sum(v.values())) for m, v in counts.items()}
+    by_op: dict[str, int] = {}
+    for op, v in counts.get("Global", {}).items():
+        by_op[str(op)] = by_op.get(str(op), 0) + int(v)
+    ops = tuple(OpRecord(*rec) for rec in recorder.records.values())
+    return FlopCount(
+        total=int(counter.get_total_flops()),
+        by_module=by_module,
+        by_op=by_op,
+        uncounted_ops=dict(sorted(recorder.uncounted.items())),
+        ops=ops,
+        train=bool(train),
+    )

@@ -1,0 +1,271 @@
+"""``measure``: real execution of a model on the present device -> :class:`Profile`.
+
+Timing: warm-up runs first, then repeated runs until the median is stable (the 95 % confidence
+interval of the median within ``target_ci`` of it, 2 % by default) or ``time_cap_s`` is spent.
+CPU runs are timed with ``time.perf_counter``; CUDA runs with CUDA events after synchronization.
+
+Peak memory (never an estimate labelled as measured):
+
+* CUDA: the caching allocator's ``max_memory_allocated`` after ``reset_peak_memory_stats``;
+* CPU: the torch profiler's allocation events (``profile_memory=True``), replayed in time order to
+  find the peak of bytes allocated during one run, plus the bytes already resident when it
+  starts (parameters, buffers, inputs, optimizer state and gradients, counted exactly from the
+  live tensors).
+
+The caller's model is never mutated: timings run on a copy (cast to ``dtype`` and moved to the
+device), and a training step runs on a further copy with its own optimizer.
+"""
+
+from __future__ import annotations
+
+import copy
+import datetime as _dt
+import io
+import time
+from typing import Any, Callable
+
+import torch
+from torch.utils._pytree import tree_flatten, tree_map
+
+from ._config import check_positive, invalid
+from .flops import call_model, check_model, count_flops, describe_inputs, run_model
+from .profile import Profile, Timing
+from .workload import Workload
+
+__all__ = ["measure", "TORCH_DTYPES", "resolve_device"]
+
+TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(device: Any) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError):
+        raise invalid("measure", "device", "'cpu', 'cuda', 'cuda:N' or a torch.device", device) from None
+    if dev.type not in ("cpu", "cuda"):
+        raise invalid("measure", "device", "'cpu' or 'cuda[:N]'", device)
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise invalid("measure", "device", "'cpu' (no CUDA device is present here)", device)
+    return dev
+
+
+def _device_description(dev: torch.device) -> tuple[str, str]:
+    """(catalog name, human description) of the device that runs."""
+    if dev.type == "cuda":
+        name = torch.cuda.get_device_name(dev)
+        return name, f"cuda: {name}"
+    from .host import host_device_name
+
+    return "host", host_device_name()
+
+
+def _to(inputs: Any, dev: torch.device, dtype: torch.dtype) -> Any:
+    def move(t: Any) -> Any:
+        if isinstance(t, torch.Tensor):
+            t = t.to(dev)
+            return t.to(dtype) if t.is_floating_point() else t
+        return t
+
+    return tree_map(move, inputs)
+
+
+def _bytes(tensors) -> int:
+    seen, total = set(), 0
+    for t in tensors:
+        if isinstance(t, torch.Tensor) and not t.is_meta:
+            key = (t.untyped_storage().data_ptr(), t.device)
+            if key not in seen:
+                seen.add(key)
+                total += t.untyped_storage().nbytes()
+    return total
+
+
+def _sync(dev: torch.device) -> None:
+    if dev.type == "cuda":
+        torch.cuda.synchronize(dev)
+
+
+def _time_runs(fn: Callable[[], Any], dev: torch.device, *, warmup: int, min_runs: int, max_runs: int,
+               time_cap_s: float, target_ci: float) -> Timing:
+    for _ in range(warmup):
+        fn()
+    _sync(dev)
+    samples: list[float] = []
+    start = time.perf_counter()
+    while True:
+        if dev.type == "cuda":
+            a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            a.record()
+            fn()
+            b.record()
+            b.synchronize()
+            samples.append(a.elapsed_time(b) / 1e3)
+        else:
+            t0 = time.perf_counter()
+            fn()
+            samples.append(time.perf_counter() - t0)
+        n = len(samples)
+        if n >= min_runs:
+            t = Timing.from_samples(samples, target_ci=target_ci, method="")
+            if t.stable or n >= max_runs or time.perf_counter() - start >= time_cap_s:
+                break
+    method = "torch.cuda.Event" if dev.type == "cuda" else "time.perf_counter"
+    return Timing.from_samples(samples, target_ci=target_ci, method=method)
+
+
+def _peak_bytes(fn: Callable[[], Any], dev: torch.device, resident: Callable[[], int]) -> int:
+    """Peak bytes during one call of ``fn`` (see the module docstring for the method)."""
+    if dev.type == "cuda":
+        _sync(dev)
+        torch.cuda.reset_peak_memory_stats(dev)
+        fn()
+        _sync(dev)
+        return int(torch.cuda.max_memory_allocated(dev))
+    from torch.profiler import ProfilerActivity, profile
+
+    base = resident()
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        fn()
+    events = [e for e in prof.profiler.kineto_results.events() if e.name() == "[memory]"]
+    cur = peak = 0
+    for e in sorted(events, key=lambda e: e.start_ns()):
+        cur += e.nbytes()
+        peak = max(peak, cur)
+    return int(base + peak)
+
+
+def _serialized_bytes(model: torch.nn.Module) -> int:
+    buf = io.BytesIO()
+    torch.save(model.state_dict(), buf)
+    return buf.tell()
+
+
+def measure(model: torch.nn.Module | Workload, inputs: Any = None, *, batch_size: int | None = None,
+            train: bool = True, targets: Any = None, loss_fn: Callable[..., torch.Tensor] | None = None,
+            optimizer: Callable[[Any], torch.optim.Optimizer] | None = None, device: Any = None,
+            dtype: str = "fp32", name: str | None = None, warmup: int = 3, min_runs: int = 10,
+            max_runs: int = 10_000, time_cap_s: float = 10.0, target_ci: float = 0.02) -> Profile:
+    """Run ``model`` on this machine and return its measured :class:`Profile`.
+
+    ``model`` is an ``nn.Module`` (then ``inputs`` is required: a tensor, a tuple of positional
+    arguments or a dict of keyword arguments, whose first dimension is the batch) or a
+    :class:`Workload` (its factory, inputs, targets and loss are used; ``batch_size`` picks the
+    batch). ``train=True`` also times and measures one training step (forward, loss, backward,
+    ``optimizer.step()``): ``loss_fn(output, targets)`` when given, else the sum of the output.
+    The default optimizer is AdamW. ``time_cap_s`` bounds each of the two timing loops.
+
+        >>> import torch
+        >>> p = measure(torch.nn.Linear(64, 10), torch.randn(32, 64), time_cap_s=1)
+        >>> p.latency.median_s > 0, p.forward_flops   # 32*64*10 multiply-adds * 2
+        (True, 40960)
+    """
+    if isinstance(model, Workload):
+        wl = model
+        batch_size = batch_size or wl.batch_size
+        model = wl.build()
+        inputs = wl.inputs(batch_size) if inputs is None else inputs
+        if targets is None and wl.targets is not None:
+            targets = wl.targets(batch_size)
+        loss_fn = loss_fn or wl.loss
+        name = name or wl.name
+    check_model(model, "measure")
+    if inputs is None:
+        raise invalid("measure", "inputs", "example inputs for the model (tensor, tuple or dict)", None)
+    if dtype not in TORCH_DTYPES:
+        raise invalid("measure", "dtype", "one of " + ", ".join(TORCH_DTYPES), dtype)
+    for f, v in (("time_cap_s", time_cap_s), ("target_ci", target_ci)):
+        check_positive("measure", f, v)
+    if not isinstance(min_runs, int) or min_runs < 3:
+        raise invalid("measure", "min_runs", "an integer >= 3", min_runs)
+    dev = resolve_device(device)
+    tdtype = TORCH_DTYPES[dtype]
+    if batch_size is None:
+        leaves = [t for t in tree_flatten(inputs)[0] if isinstance(t, torch.Tensor)]
+        batch_size = int(leaves[0].shape[0]) if leaves and leaves[0].dim() > 0 else 1
+    catalog_name, description = _device_description(dev)
+
+    net = copy.deepcopy(model).to(device=dev, dtype=tdtype).eval()
+    x = _to(inputs, dev, tdtype)
+    y = _to(targets, dev, tdtype) if targets is not None else None
+    run_model(net, x, "measure")  # a clear error for bad shapes before anything is timed
+
+    params = list(net.parameters())
+    n_params = sum(p.numel() for p in params)
+    param_bytes = _bytes(params)
+    buffer_bytes = _bytes(net.buffers())
+    input_bytes = _bytes(tree_flatten(x)[0]) + _bytes(tree_flatten(y)[0])
+    flops = count_flops(net, x)
+
+    def infer() -> None:
+        with torch.no_grad():
+            call_model(net, x)
+
+    timing = dict(warmup=warmup, min_runs=min_runs, max_runs=max_runs, time_cap_s=time_cap_s, target_ci=target_ci)
+    latency = _time_runs(infer, dev, **timing)
+    peak = _peak_bytes(infer, dev, lambda: param_bytes + buffer_bytes + input_bytes)
+
+    train_flops = train_step = train_peak = None
+    grad_bytes = opt_bytes = None
+    train_ops: tuple = ()
+    if train:
+        tnet = copy.deepcopy(net).train()
+        opt = (optimizer or (lambda ps: torch.optim.AdamW(ps, lr=1e-4)))(tnet.parameters())
+
+        def loss_of(out: Any) -> torch.Tensor:
+            if loss_fn is not None:
+                return loss_fn(out, y) if y is not None else loss_fn(out)
+            leaves = [t for t in tree_flatten(out)[0] if isinstance(t, torch.Tensor) and t.is_floating_point()]
+            return sum(t.float().sum() for t in leaves)
+
+        def step() -> None:
+            opt.zero_grad(set_to_none=True)
+            loss_of(call_model(tnet, x)).backward()
+            opt.step()
+
+        try:
+            step()
+        except Exception as e:
+            raise invalid("measure", "train", f"False, or inputs/targets/loss_fn that make a training step "
+                          f"({type(e).__name__}: {e})", train) from e
+        tflops = count_flops(copy.deepcopy(tnet), x, train=True, loss_fn=loss_of)
+        train_flops, train_ops = tflops.total, tflops.ops
+        train_step = _time_runs(step, dev, **timing)
+        opt_bytes = _bytes(t for s in opt.state.values() for t in s.values() if isinstance(t, torch.Tensor))
+        grad_bytes = param_bytes  # one gradient per parameter, same dtype
+        opt.zero_grad(set_to_none=True)  # gradients are then allocated (and seen) inside the window
+        train_peak = _peak_bytes(step, dev, lambda: param_bytes + buffer_bytes + input_bytes + opt_bytes)
+
+    if dev.type == "cuda":
+        method = "CUDA caching allocator max_memory_allocated (absolute peak)"
+    else:
+        method = ("torch profiler CPU allocation events (peak during the run) + resident parameters, "
+                  "buffers, inputs and optimizer state")
+    return Profile(
+        model=name or type(model).__name__,
+        source="measured",
+        device=catalog_name,
+        device_description=description,
+        dtype=dtype,
+        batch_size=int(batch_size),
+        torch_version=torch.__version__,
+        parameters=int(n_params),
+        parameter_bytes=int(param_bytes),
+        buffer_bytes=int(buffer_bytes),
+        forward_flops=int(flops.total),
+        train_flops=train_flops,
+        latency=latency,
+        train_step=train_step,
+        peak_memory_bytes=peak,
+        train_peak_memory_bytes=train_peak,
+        memory_method=method,
+        serialized_bytes=_serialized_bytes(net),
+        gradient_bytes=grad_bytes,
+        optimizer_state_bytes=opt_bytes,
+        ops=flops.ops,
+        train_ops=train_ops,
+        created=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        notes=(f"inputs {describe_inputs(inputs)}",),
+    )
+

@@ -1,0 +1,202 @@
+"""Profile: the figures of one model on one device, measured (``measure``) or derived (``analyze``).
+
+Torch-free plain data, so ``cost_models`` can read it. Every figure says where it came from:
+:attr:`Profile.provenance` reads "measured on <device>, torch <ver>" or "analyzed on the meta
+device (no execution), torch <ver>".
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field, replace
+from typing import Sequence
+
+from ._config import dumps, invalid, loads, serializable
+
+__all__ = ["OpRecord", "Timing", "Profile", "DTYPE_BYTES"]
+
+#: bytes per element of the dtypes sigmastar names
+DTYPE_BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1, "int4": 0.5}
+
+
+@serializable("op_record")
+@dataclass(frozen=True)
+class OpRecord:
+    """One op signature: how often it ran, its FLOPs and bytes per call (inputs + outputs)."""
+
+    op: str
+    op_class: str  # matmul, conv, attention, memory (element-wise, norms, reductions), free
+    calls: int
+    flops: int  # per call, 2 per multiply-add
+    bytes: int  # per call: tensor inputs read + outputs written (no cache reuse modelled)
+
+    @property
+    def total_flops(self) -> int:
+        return self.calls * self.flops
+
+    @property
+    def total_bytes(self) -> int:
+        return self.calls * self.bytes
+
+
+@serializable("timing")
+@dataclass(frozen=True)
+class Timing:
+    """Repeated wall-clock runs of one operation (seconds).
+
+    ``ci_rel``: half-width of the distribution-free 95 % confidence interval of the median
+    (order statistics n/2 -+ 1.96 sqrt(n)/2), relative to the median. ``stable``: ``ci_rel`` reached
+    the target before the time cap.
+    """
+
+    median_s: float
+    p10_s: float
+    p90_s: float
+    runs: int
+    ci_rel: float
+    stable: bool
+    timed_s: float  # sum of the timed runs
+    method: str  # "time.perf_counter" or "torch.cuda.Event"
+
+    @staticmethod
+    def from_samples(samples: Sequence[float], *, target_ci: float, method: str) -> "Timing":
+        xs = sorted(samples)
+        n = len(xs)
+        if n == 0:
+            raise invalid("Timing", "samples", "at least one run", n)
+        ci = median_ci_rel(xs)
+        return Timing(
+            median_s=_quantile(xs, 0.5), p10_s=_quantile(xs, 0.1), p90_s=_quantile(xs, 0.9),
+            runs=n, ci_rel=ci, stable=ci <= target_ci, timed_s=float(sum(xs)), method=method,
+        )
+
+
+def _quantile(xs: Sequence[float], q: float) -> float:
+    """Linear-interpolated quantile of sorted ``xs`` (numpy's default method)."""
+    pos = q * (len(xs) - 1)
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(xs) - 1)
+    return float(xs[lo] + (xs[hi] - xs[lo]) * (pos - lo))
+
+
+def median_ci_rel(sorted_xs: Sequence[float]) -> float:
+    """Relative half-width of the 95 % order-statistic confidence interval of the median."""
+    n = len(sorted_xs)
+    if n < 3:
+        return math.inf
+    half = 1.96 * math.sqrt(n) / 2
+    lo = max(0, math.floor(n / 2 - half))
+    hi = min(n - 1, math.ceil(n / 2 + half) - 1)
+    med = _quantile(sorted_xs, 0.5)
+    if med <= 0:
+        return math.inf
+    return float((sorted_xs[hi] - sorted_xs[lo]) / 2 / med)
+
+
+@serializable("profile")
+@dataclass(frozen=True)
+class Profile:
+    """Figures of one model at one batch size and dtype on one device.
+
+    ``source`` is "measured" (by :func:`profilers.measure`: timings and peaks come from real runs)
+    or "analyzed" (by :func:`profilers.analyze`: no execution; no timings; memory derived from
+    tensor shapes). FLOPs are always counted by :func:`profilers.count_flops` (2 per multiply-add).
+    """
+
+    model: str
+    source: str  # "measured" | "analyzed"
+    device: str  # catalog name ("host" for this machine's CPU) or "meta"
+    device_description: str
+    dtype: str
+    batch_size: int
+    torch_version: str
+    parameters: int
+    parameter_bytes: int
+    buffer_bytes: int
+    forward_flops: int
+    train_flops: int | None = None
+    latency: Timing | None = None  # one forward of batch_size (inference, no_grad)
+    train_step: Timing | None = None  # forward + backward + optimizer step of batch_size
+    peak_memory_bytes: int | None = None  # inference
+    train_peak_memory_bytes: int | None = None
+    memory_method: str = ""
+    serialized_bytes: int | None = None  # torch.save(state_dict) size
+    gradient_bytes: int | None = None
+    optimizer_state_bytes: int | None = None
+    activation_bytes: int | None = None  # saved for backward, one training step
+    seq_len: int | None = None
+    ops: tuple[OpRecord, ...] = ()  # forward op records (for projection)
+    train_ops: tuple[OpRecord, ...] = ()  # forward + backward op records
+    created: str = ""
+    notes: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.source not in ("measured", "analyzed"):
+            raise invalid("Profile", "source", "'measured' or 'analyzed'", self.source)
+        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+            raise invalid("Profile", "batch_size", "an integer >= 1", self.batch_size)
+
+    # ---- plain figures other packages read (duck-typed by cost_models) -------------------------
+    @property
+    def latency_s(self) -> float | None:
+        return self.latency.median_s if self.latency else None
+
+    @property
+    def train_step_s(self) -> float | None:
+        return self.train_step.median_s if self.train_step else None
+
+    @property
+    def throughput_per_s(self) -> float | None:
+        """Samples per second at ``batch_size`` (inference)."""
+        return self.batch_size / self.latency.median_s if self.latency else None
+
+    @property
+    def provenance(self) -> str:
+        if self.source == "measured":
+            return f"measured on {self.device_description}, torch {self.torch_version}"
+        return f"analyzed on the meta device (no execution), torch {self.torch_version}"
+
+    def with_notes(self, *notes: str) -> "Profile":
+        return replace(self, notes=self.notes + tuple(notes))
+
+    # ---- serialization and display ------------------------------------------------------------
+    def to_json(self, **kw) -> str:
+        return dumps(self, **kw)
+
+    @staticmethod
+    def from_json(text: str) -> "Profile":
+        obj = loads(text)
+        if not isinstance(obj, Profile):
+            raise invalid("Profile.from_json", "type", "'profile'", type(obj).__name__)
+        return obj
+
+    def summary(self) -> dict[str, object]:
+        """The headline figures as a flat dict (for tables and DataFrames)."""
+        return {
+            "model": self.model,
+            "device": self.device,
+            "dtype": self.dtype,
+            "batch_size": self.batch_size,
+            "parameters": self.parameters,
+            "parameter_bytes": self.parameter_bytes,
+            "forward_flops": self.forward_flops,
+            "train_flops": self.train_flops,
+            "latency_s": self.latency_s,
+            "latency_p90_s": self.latency.p90_s if self.latency else None,
+            "throughput_per_s": self.throughput_per_s,
+            "train_step_s": self.train_step_s,
+            "peak_memory_bytes": self.peak_memory_bytes,
+            "train_peak_memory_bytes": self.train_peak_memory_bytes,
+            "serialized_bytes": self.serialized_bytes,
+            "provenance": self.provenance,
+        }
+
+    def to_text(self) -> str:
+        from .report import profile_text
+
+        return profile_text(self)
+
+    def _repr_html_(self) -> str:
+        from .report import profile_html
+
+        return profile_html(self)
