@@ -16,8 +16,8 @@ _EXPORTS = {
     "Workload": ".workload",
     "Profile": ".profile",
     "Timing": ".profile",
-    "measure": ".measure",
-    "analyze": ".analyze",
+    "measure": ".measurement",
+    "analyze": ".analysis",
     "DeviceSpec": ".hardware",
     "hardware": None,  # the module itself
     "Projection": ".projection",

@@ -111,14 +111,14 @@ _CONV = {"convolution", "_convolution", "cudnn_convolution", "convolution_overri
 _FREE = {"view", "_unsafe_view", "reshape", "expand", "permute", "transpose", "t", "unsqueeze",
          "squeeze", "select", "slice", "as_strided", "alias", "detach", "split", "split_with_sizes",
          "unbind", "chunk", "_reshape_alias", "lift_fresh", "empty", "empty_like", "empty_strided",
-         "new_empty", "new_empty_strided", "_to_copy", "unfold", "diagonal", "narrow", "ones_like",
-         "zeros_like", "scalar_tensor", "_local_scalar_dense", "sym_size", "is_same_size", "copy_",
-         "set_", "resize_", "zero_", "fill_", "_nested_tensor_size"}
+         "new_empty", "new_empty_strided", "unfold", "diagonal", "narrow", "ones_like",
+         "zeros_like", "scalar_tensor", "_local_scalar_dense", "sym_size", "is_same_size",
+         "set_", "resize_", "_nested_tensor_size"}
 
 
 def op_class(name: str) -> str:
     """Roofline class of an aten op name: matmul, conv, attention, free (no arithmetic) or memory."""
-    base = name.split(".")[0].removeprefix("aten::")
+    base = name.removeprefix("aten::").removeprefix("aten.").split(".")[0]
     if base in _MATMUL:
         return "matmul"
     if base in _CONV:

@@ -71,6 +71,11 @@ class DeviceSpec:
         if not isinstance(self.devices_per_node, int) or self.devices_per_node < 1:
             raise invalid(owner, "devices_per_node", "an integer >= 1", self.devices_per_node)
 
+    def __hash__(self) -> int:
+        # the generated frozen-dataclass hash fails on the peak_tflops dict; hash its items instead
+        return hash((self.name, self.kind, tuple(sorted(self.peak_tflops.items())), self.memory_gb,
+                     self.memory_bandwidth_gbps))
+
     # ---- SI accessors -------------------------------------------------------------------------
     def supports(self, dtype: str) -> bool:
         return dtype in self.peak_tflops
@@ -121,7 +126,7 @@ def _rows_from_toml(text: str, origin: str) -> list[DeviceSpec]:
     for i, row in enumerate(rows):
         extra = set(row) - known
         if extra:
-            raise invalid(f"{origin}: device[{i}]", sorted(extra)[0], "one of " + ", ".join(sorted(known)), row[sorted(extra)[0]])
+            raise invalid(f"{origin}: device[{i}]", "<field name>", "one of " + ", ".join(sorted(known)), sorted(extra)[0])
         for req in ("name", "kind", "vendor", "peak_tflops", "memory_gb", "memory_bandwidth_gbps", "source", "date"):
             if req not in row:
                 raise invalid(f"{origin}: device[{i}]", req, "present (every row is dated and sourced)", None)

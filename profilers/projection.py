@@ -1,0 +1,175 @@
+"""Project a profile onto a device we don't have: a roofline over the profile's op records.
+
+Torch-free. For each op signature recorded by :func:`profilers.count_flops` (FLOPs and bytes read
++ written per call), on device D in dtype d::
+
+    t_op = max(flops / peak_D(d), bytes * s / bandwidth_D)      (s = bytes(d) / bytes(profile dtype))
+    t    = sum over ops of calls * t_op / efficiency
+
+An op is compute-bound when its first term wins, memory-bound otherwise; arithmetic-free ops (views)
+take no time. ``efficiency`` (0 < e <= 1) is the fraction of the roofline the real kernels reach:
+
+* ``"calibrated"`` (the default for a profile measured on this machine's CPU): e = roofline time of
+  the profile on the host's *measured* spec / the measured median time, separately for inference
+  and for the training step;
+* a number you give (e.g. from a measurement on the real device);
+* otherwise :data:`DEFAULT_EFFICIENCY`, an assumption stated in the provenance.
+
+Memory is carried over from the profile, scaled by the dtype's byte ratio.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+from ._config import invalid, serializable
+from .hardware import DeviceSpec, get
+from .profile import DTYPE_BYTES, OpRecord, Profile
+
+__all__ = ["Projection", "project", "roofline_time", "calibrate", "DEFAULT_EFFICIENCY"]
+
+#: Assumed fraction of the roofline reached when nothing was calibrated. Source: Narayanan et al.
+#: 2021 (Megatron-LM, SC'21) report 44-52 % of peak for GPT models of 1.7B-1T parameters on A100s.
+DEFAULT_EFFICIENCY = 0.5
+
+
+def _dtype_scale(profile_dtype: str, dtype: str) -> float:
+    return DTYPE_BYTES[dtype] / DTYPE_BYTES.get(profile_dtype, 4)
+
+
+def roofline_time(ops: Sequence[OpRecord], device: DeviceSpec, dtype: str, *, bytes_scale: float = 1.0) -> tuple[float, dict[str, dict[str, float]]]:
+    """(seconds at 100 % efficiency, per op class {"time_s", "compute_s", "memory_s", "bound"})."""
+    peak = device.peak_flops_per_s(dtype)
+    bw = device.memory_bandwidth_bytes_per_s
+    total = 0.0
+    classes: dict[str, dict[str, Any]] = {}
+    for r in ops:
+        if r.op_class == "free":
+            continue
+        tc = r.flops / peak
+        tm = r.bytes * bytes_scale / bw
+        t = r.calls * max(tc, tm)
+        total += t
+        c = classes.setdefault(r.op_class, {"time_s": 0.0, "compute_s": 0.0, "memory_s": 0.0})
+        c["time_s"] += t
+        c["compute_s"] += r.calls * tc
+        c["memory_s"] += r.calls * tm
+    for c in classes.values():
+        c["bound"] = "compute" if c["compute_s"] >= c["memory_s"] else "memory"
+    return total, classes
+
+
+def calibrate(profile: Profile, device: DeviceSpec | None = None) -> dict[str, float]:
+    """Efficiencies {"inference", "train"} of a measured profile against its own device's roofline."""
+    if profile.source != "measured" or profile.latency is None:
+        raise invalid("calibrate", "profile.source", "'measured' (a profile with timings)", profile.source)
+    if device is None:
+        if profile.device != "host":
+            raise invalid("calibrate", "device", f"the DeviceSpec of {profile.device!r} (only the host CPU is "
+                          "looked up automatically)", None)
+        device = get("host")
+    out = {}
+    t, _ = roofline_time(profile.ops, device, profile.dtype)
+    out["inference"] = min(1.0, t / profile.latency.median_s)
+    if profile.train_step is not None and profile.train_ops:
+        t, _ = roofline_time(profile.train_ops, device, profile.dtype)
+        out["train"] = min(1.0, t / profile.train_step.median_s)
+    return out
+
+
+@serializable("projection")
+@dataclass(frozen=True)
+class Projection:
+    """Projected figures of a profile on one device (same field names as a Profile's plain figures)."""
+
+    model: str
+    device: str
+    dtype: str
+    batch_size: int
+    latency_s: float | None
+    train_step_s: float | None
+    peak_memory_bytes: int | None
+    train_peak_memory_bytes: int | None
+    parameter_bytes: int
+    forward_flops: int
+    train_flops: int | None
+    efficiency: dict[str, float]
+    efficiency_source: str
+    bound: dict[str, str]  # op class -> "compute" | "memory" (inference)
+    fits_memory: bool
+    memory_capacity_bytes: int
+    provenance: str
+    notes: tuple[str, ...] = ()
+
+    @property
+    def throughput_per_s(self) -> float | None:
+        return self.batch_size / self.latency_s if self.latency_s else None
+
+
+def _memory(profile: Profile, scale: float) -> tuple[int | None, int | None, str]:
+    if profile.source == "measured":
+        inf = int(profile.peak_memory_bytes * scale) if profile.peak_memory_bytes is not None else None
+        tr = int(profile.train_peak_memory_bytes * scale) if profile.train_peak_memory_bytes is not None else None
+        return inf, tr, f"measured peaks x {scale:g} (dtype byte ratio)"
+    largest = max((r.bytes for r in profile.ops), default=0)
+    inf = int((profile.parameter_bytes + profile.buffer_bytes) * scale + largest * scale)
+    tr = None
+    if profile.activation_bytes is not None:
+        tr = int(profile.parameter_bytes * scale + (profile.gradient_bytes or 0) * scale
+                 + (profile.optimizer_state_bytes or 0) + profile.activation_bytes * scale)
+    return inf, tr, ("inference: weights + the largest op's operands (a lower bound); training: weights + "
+                     "gradients + optimizer state + activations saved for backward")
+
+
+def project(profile: Profile, device: str | DeviceSpec, dtype: str | None = None, *,
+            efficiency: float | str | None = None) -> Projection:
+    """Project ``profile`` onto ``device`` (a catalog name or a DeviceSpec) in ``dtype``
+    (default: the profile's dtype). See the module docstring for the model and ``efficiency``.
+
+        >>> from profilers import analyze, project                 # doctest: +SKIP
+        >>> project(analyze("llama-2-7b", seq_len=4096), "H100-SXM", "bf16").train_step_s
+    """
+    if not isinstance(profile, Profile):
+        raise invalid("project", "profile", "a Profile (from measure() or analyze())", type(profile).__name__)
+    spec = get(device)
+    dtype = dtype or profile.dtype
+    if dtype not in DTYPE_BYTES:
+        raise invalid("project", "dtype", "one of " + ", ".join(DTYPE_BYTES), dtype)
+    spec.peak_flops_per_s(dtype)  # raises naming the device and the dtypes it supports
+    scale = _dtype_scale(profile.dtype, dtype)
+
+    if efficiency is None:
+        efficiency = "calibrated" if profile.source == "measured" and profile.device == "host" else DEFAULT_EFFICIENCY
+    if efficiency == "calibrated":
+        eff = calibrate(profile)
+        eff.setdefault("train", eff["inference"])
+        eff_src = f"calibrated on {profile.device_description}"
+    elif isinstance(efficiency, (int, float)) and not isinstance(efficiency, bool) and 0 < efficiency <= 1:
+        eff = {"inference": float(efficiency), "train": float(efficiency)}
+        eff_src = ("assumed default (Narayanan et al. 2021 report 44-52 % of peak)"
+                   if efficiency == DEFAULT_EFFICIENCY else "given by the caller")
+    else:
+        raise invalid("project", "efficiency", "a number in (0, 1], 'calibrated' or None", efficiency)
+
+    t_inf, classes = roofline_time(profile.ops, spec, dtype, bytes_scale=scale)
+    latency = t_inf / eff["inference"] if profile.ops else None
+    train_s = None
+    if profile.train_ops:
+        t_tr, _ = roofline_time(profile.train_ops, spec, dtype, bytes_scale=scale)
+        train_s = t_tr / eff["train"]
+    inf_mem, tr_mem, mem_note = _memory(profile, scale)
+    need = max(m for m in (inf_mem, tr_mem, 0) if m is not None)
+    eff_txt = ", ".join(f"{k} {v:.3g}" for k, v in eff.items())
+    return Projection(
+        model=profile.model, device=spec.name, dtype=dtype, batch_size=profile.batch_size,
+        latency_s=latency, train_step_s=train_s, peak_memory_bytes=inf_mem, train_peak_memory_bytes=tr_mem,
+        parameter_bytes=int(profile.parameter_bytes * scale), forward_flops=profile.forward_flops,
+        train_flops=profile.train_flops, efficiency=eff, efficiency_source=eff_src,
+        bound={k: v["bound"] for k, v in classes.items()}, fits_memory=need <= spec.memory_bytes,
+        memory_capacity_bytes=int(spec.memory_bytes),
+        provenance=(f"projected for {spec.name} ({dtype}) from the {profile.source} profile of {profile.model} "
+                    f"({profile.provenance}), roofline over {len(profile.ops)} op signatures, efficiency {eff_txt} "
+                    f"({eff_src}); device figures: {spec.source}, {spec.date}"),
+        notes=(f"memory: {mem_note}",),
+    )
