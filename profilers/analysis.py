@@ -32,7 +32,7 @@ from torch.utils._pytree import tree_map
 
 from ._config import ConfigError, invalid
 from .flops import count_flops, describe_inputs
-from .measure import TORCH_DTYPES
+from .measurement import TORCH_DTYPES
 from .profile import DTYPE_BYTES, Profile
 
 __all__ = ["analyze", "bundled_configs", "load_hf_config", "build_on_meta", "OPTIMIZER_STATE_BYTES"]
