@@ -11,7 +11,8 @@ Formulas torch lacks are added through its own extension point, ``FlopCounterMod
 
 * ``aten._scaled_dot_product_flash_attention_for_cpu`` (+ backward): the CPU SDPA kernel;
 * ``aten._native_multi_head_attention``: the fused ``nn.MultiheadAttention`` fast path (eval, no_grad);
-* ``aten._transformer_encoder_layer_fwd``: the fused ``nn.TransformerEncoderLayer`` fast path.
+* ``aten._transformer_encoder_layer_fwd``: the fused ``nn.TransformerEncoderLayer`` fast path;
+* ``aten._int_mm`` and ``aten._weight_int8pack_mm``: int8 matmuls of quantized models (torchao).
 
 Besides FLOPs, every executed op's bytes touched (inputs read + outputs written) is recorded per
 op signature (:attr:`FlopCount.ops`), which the roofline projection uses.
@@ -86,6 +87,17 @@ def transformer_encoder_layer_flop(src, embed_dim, num_heads, qkv_weight, qkv_bi
     return sum(6 * n * e * e + 4 * n * n * e + 2 * n * e * e + 4 * n * e * f for n in lens)
 
 
+def int_mm_flop(a_shape, b_shape, *args, out_shape=None, **kwargs) -> int:
+    """``aten._int_mm`` (int8 x int8 -> int32, torchao's int8 dynamic path): as ``mm``."""
+    return fc.mm_flop(a_shape, b_shape)
+
+
+def weight_int8pack_mm_flop(x_shape, w_shape, *args, out_shape=None, **kwargs) -> int:
+    """``aten._weight_int8pack_mm``: x [M, K] times int8 w [N, K] transposed: 2 * M * N * K."""
+    m, k = x_shape[-2], x_shape[-1]
+    return 2 * m * w_shape[0] * k * (x_shape[0] if len(x_shape) == 3 else 1)
+
+
 def _raw(fn: Callable) -> Callable:
     fn._get_raw = True  # FlopCounterMode passes raw tensors (nested ones included) to these
     return fn
@@ -96,6 +108,8 @@ EXTRA_FORMULAS: dict[Any, Callable] = {
     aten._scaled_dot_product_flash_attention_for_cpu: sdpa_cpu_flop,
     aten._scaled_dot_product_flash_attention_for_cpu_backward: sdpa_cpu_backward_flop,
     aten._native_multi_head_attention: _raw(native_mha_flop),
+    aten._int_mm: int_mm_flop,
+    aten._weight_int8pack_mm: weight_int8pack_mm_flop,
     aten._transformer_encoder_layer_fwd: _raw(transformer_encoder_layer_flop),
 }
 

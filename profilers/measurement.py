@@ -71,14 +71,28 @@ def _to(inputs: Any, dev: torch.device, dtype: torch.dtype) -> Any:
     return tree_map(move, inputs)
 
 
+def _leaves(t: torch.Tensor) -> list[torch.Tensor]:
+    """The plain tensors holding ``t``'s data (a tensor subclass such as torchao's Int8Tensor
+    stores its data in inner tensors: quantized values and scales)."""
+    from torch.utils._python_dispatch import is_traceable_wrapper_subclass
+
+    if is_traceable_wrapper_subclass(t):
+        names, _ = t.__tensor_flatten__()
+        return [leaf for n in names for leaf in _leaves(getattr(t, n))]
+    return [t]
+
+
 def _bytes(tensors) -> int:
+    """Bytes of the distinct storages behind ``tensors`` (shared storages counted once)."""
     seen, total = set(), 0
     for t in tensors:
-        if isinstance(t, torch.Tensor) and not t.is_meta:
-            key = (t.untyped_storage().data_ptr(), t.device)
+        if not isinstance(t, torch.Tensor) or t.is_meta:
+            continue
+        for leaf in _leaves(t):
+            key = (leaf.untyped_storage().data_ptr(), leaf.device)
             if key not in seen:
                 seen.add(key)
-                total += t.untyped_storage().nbytes()
+                total += leaf.untyped_storage().nbytes()
     return total
 
 
@@ -142,10 +156,47 @@ def _serialized_bytes(model: torch.nn.Module) -> int:
     return buf.tell()
 
 
+def _sparse_serialized_bytes(model: torch.nn.Module) -> int | None:
+    """Size of the state_dict with every weight matrix that has zeros stored as CSR when that is
+    smaller (conv kernels flattened to [out, in*k*k]); None when no weight has a zero."""
+    state, any_zero = {}, False
+    for k, t in model.state_dict().items():
+        if type(t) is torch.Tensor and t.is_floating_point() and t.dim() >= 2 and bool((t == 0).any()):
+            any_zero = True
+            csr = t.detach().reshape(t.shape[0], -1).to_sparse_csr()
+            dense_bytes = t.numel() * t.element_size()
+            sparse_bytes = sum(x.numel() * x.element_size() for x in (csr.values(), csr.col_indices(), csr.crow_indices()))
+            state[k] = csr if sparse_bytes < dense_bytes else t
+        else:
+            state[k] = t
+    if not any_zero:
+        return None
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.tell()
+
+
+def model_dtype(model: torch.nn.Module) -> tuple[str, torch.dtype]:
+    """(label, input dtype): the label names the weights' numeric format ("int8", "fp8" for torchao
+    quantized weights, else the first floating parameter's dtype); inputs use that float dtype."""
+    label, in_dtype = None, None
+    for p in model.parameters():
+        cls = type(p.data).__name__ if type(p) is torch.nn.Parameter else type(p).__name__
+        if label is None:
+            for key, lab in (("Int8", "int8"), ("Int4", "int4"), ("Float8", "fp8")):
+                if key in cls:
+                    label = lab
+        if in_dtype is None and type(p.data) is torch.Tensor and p.is_floating_point():
+            in_dtype = p.dtype
+    in_dtype = in_dtype or torch.float32
+    names = {v: k for k, v in TORCH_DTYPES.items()}
+    return label or names.get(in_dtype, "fp32"), in_dtype
+
+
 def measure(model: torch.nn.Module | Workload, inputs: Any = None, *, batch_size: int | None = None,
             train: bool = True, targets: Any = None, loss_fn: Callable[..., torch.Tensor] | None = None,
             optimizer: Callable[[Any], torch.optim.Optimizer] | None = None, device: Any = None,
-            dtype: str = "fp32", name: str | None = None, warmup: int = 3, min_runs: int = 10,
+            dtype: str | None = None, name: str | None = None, warmup: int = 3, min_runs: int = 10,
             max_runs: int = 10_000, time_cap_s: float = 10.0, target_ci: float = 0.02) -> Profile:
     """Run ``model`` on this machine and return its measured :class:`Profile`.
 
@@ -173,20 +224,23 @@ def measure(model: torch.nn.Module | Workload, inputs: Any = None, *, batch_size
     check_model(model, "measure")
     if inputs is None:
         raise invalid("measure", "inputs", "example inputs for the model (tensor, tuple or dict)", None)
-    if dtype not in TORCH_DTYPES:
-        raise invalid("measure", "dtype", "one of " + ", ".join(TORCH_DTYPES), dtype)
+    if dtype is not None and dtype not in TORCH_DTYPES:
+        raise invalid("measure", "dtype", "None (the model's own) or one of " + ", ".join(TORCH_DTYPES), dtype)
     for f, v in (("time_cap_s", time_cap_s), ("target_ci", target_ci)):
         check_positive("measure", f, v)
     if not isinstance(min_runs, int) or min_runs < 3:
         raise invalid("measure", "min_runs", "an integer >= 3", min_runs)
     dev = resolve_device(device)
-    tdtype = TORCH_DTYPES[dtype]
     if batch_size is None:
         leaves = [t for t in tree_flatten(inputs)[0] if isinstance(t, torch.Tensor)]
         batch_size = int(leaves[0].shape[0]) if leaves and leaves[0].dim() > 0 else 1
     catalog_name, description = _device_description(dev)
 
-    net = copy.deepcopy(model).to(device=dev, dtype=tdtype).eval()
+    net = copy.deepcopy(model).to(device=dev)
+    if dtype is not None:
+        net = net.to(TORCH_DTYPES[dtype])
+    net = net.eval()
+    dtype, tdtype = model_dtype(net)
     x = _to(inputs, dev, tdtype)
     y = _to(targets, dev, tdtype) if targets is not None else None
     run_model(net, x, "measure")  # a clear error for bad shapes before anything is timed
@@ -212,6 +266,8 @@ def measure(model: torch.nn.Module | Workload, inputs: Any = None, *, batch_size
     if train:
         tnet = copy.deepcopy(net).train()
         opt = (optimizer or (lambda ps: torch.optim.AdamW(ps, lr=1e-4)))(tnet.parameters())
+        # a model trained in fp16 autocast (MixedPrecision("fp16")) steps through a GradScaler
+        scaler = torch.amp.GradScaler(dev.type, enabled=getattr(tnet, "amp_dtype", None) == "fp16")
 
         def loss_of(out: Any) -> torch.Tensor:
             if loss_fn is not None:
@@ -221,8 +277,9 @@ def measure(model: torch.nn.Module | Workload, inputs: Any = None, *, batch_size
 
         def step() -> None:
             opt.zero_grad(set_to_none=True)
-            loss_of(call_model(tnet, x)).backward()
-            opt.step()
+            scaler.scale(loss_of(call_model(tnet, x))).backward()
+            scaler.step(opt)
+            scaler.update()
 
         try:
             step()
@@ -261,6 +318,7 @@ def measure(model: torch.nn.Module | Workload, inputs: Any = None, *, batch_size
         train_peak_memory_bytes=train_peak,
         memory_method=method,
         serialized_bytes=_serialized_bytes(net),
+        sparse_serialized_bytes=_sparse_serialized_bytes(net),
         gradient_bytes=grad_bytes,
         optimizer_state_bytes=opt_bytes,
         ops=flops.ops,

@@ -24,6 +24,12 @@ class Workload:
     * ``evaluate(model) -> float``: quality P(M) on held-out data, higher is better (optional);
       ``quality_metric`` names it.
     * ``batch_size``: the default batch for profiling; ``seq_len`` for sequence models.
+    * ``train_batch(batch_size, generator) -> (inputs, targets)``: a random training batch, for
+      techniques that train (recovery fine-tuning, distillation). ``targets`` is None for a
+      workload without labels (then training matches the original model's outputs).
+    * ``scaled_model(width) -> nn.Module``: a freshly initialised copy of the architecture with
+      every hidden width multiplied by ``width`` (a distillation student); optional.
+    * ``train_samples``: how many distinct training samples ``train_batch`` draws from.
     """
 
     name: str
@@ -36,6 +42,9 @@ class Workload:
     batch_size: int = 32
     seq_len: int | None = None
     description: str = ""
+    train_batch: Callable[[int, Any], tuple[Any, Any]] | None = None
+    scaled_model: Callable[[float], Any] | None = None
+    train_samples: int | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -43,7 +52,7 @@ class Workload:
         for f in ("model", "inputs"):
             if not callable(getattr(self, f)):
                 raise invalid("Workload", f, "a callable", getattr(self, f))
-        for f in ("targets", "loss", "evaluate"):
+        for f in ("targets", "loss", "evaluate", "train_batch", "scaled_model"):
             v = getattr(self, f)
             if v is not None and not callable(v):
                 raise invalid("Workload", f, "a callable or None", v)

@@ -101,6 +101,18 @@ def targets(batch_size: int) -> torch.Tensor:
     return y.repeat(reps)[:batch_size].clone()
 
 
+def train_batch(batch_size: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """A random batch of the training split (never the held-out split)."""
+    d = data()
+    idx = torch.randint(len(d["x_train"]), (batch_size,), generator=generator)
+    return d["x_train"][idx], d["y_train"][idx]
+
+
+def scaled_model(width: float) -> DigitsCNN:
+    """A fresh (untrained) DigitsCNN with every hidden width scaled by ``width`` (a student)."""
+    return DigitsCNN(max(1, round(16 * width)), max(1, round(32 * width)), max(1, round(64 * width)))
+
+
 def workload() -> Workload:
     return Workload(
         name="digits-cnn",
@@ -112,4 +124,7 @@ def workload() -> Workload:
         quality_metric="top-1 accuracy (held-out 25 % of sklearn digits)",
         batch_size=64,
         description="sklearn's bundled 8x8 digits, small CNN trained from scratch",
+        train_batch=train_batch,
+        scaled_model=scaled_model,
+        train_samples=len(data()["x_train"]),
     )
