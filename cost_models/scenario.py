@@ -1,0 +1,343 @@
+"""Scenario: what the user plans to do (train, serve, label, staff, rent or own), as configs.
+
+Frozen, validated dataclasses that round-trip through JSON. Defaults that are not prices
+(engineer rate, PUE, lifetime, ...) come from ``data/assumptions.toml``; hours and extra
+training per technique from ``data/techniques.toml``. Both files say which numbers are
+assumptions. Techniques are named by strings ("quantize_int8", "prune", "distill", ...).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, Mapping
+
+from profilers._config import check_choice, check_non_negative, check_positive, invalid, serializable
+
+__all__ = ["TrainingPlan", "ServingPlan", "DataPlan", "PeoplePlan", "Ownership", "Scenario",
+           "TechniqueDefaults", "technique_defaults", "assumption", "HOURS_PER_MONTH"]
+
+#: 8,760 hours a year / 12 (the convention cloud bills use)
+HOURS_PER_MONTH = 730.0
+
+
+def _load(name: str) -> dict[str, Any]:
+    return tomllib.loads(resources.files("cost_models").joinpath(f"data/{name}").read_text())
+
+
+_ASSUMPTIONS = {row["name"]: row for row in _load("assumptions.toml")["default"]}
+
+
+def assumption(name: str) -> float:
+    """A default from ``data/assumptions.toml`` (each row there carries its source)."""
+    if name not in _ASSUMPTIONS:
+        raise invalid("assumptions", "name", "one of " + ", ".join(sorted(_ASSUMPTIONS)), name)
+    return _ASSUMPTIONS[name]["value"]
+
+
+@dataclass(frozen=True)
+class TechniqueDefaults:
+    name: str
+    engineer_hours: float
+    maintenance_hours_per_month: float
+    training_epochs: float
+    notes: str
+    source: str
+    date: str
+
+
+def _load_techniques() -> dict[str, TechniqueDefaults]:
+    data = _load("techniques.toml")
+    out = {}
+    for row in data["technique"]:
+        out[row["name"]] = TechniqueDefaults(
+            name=row["name"], engineer_hours=float(row["engineer_hours"]),
+            maintenance_hours_per_month=float(row["maintenance_hours_per_month"]),
+            training_epochs=float(row["training_epochs"]), notes=row.get("notes", ""),
+            source=row.get("source", data["source"]), date=row.get("date", data["date"]))
+    return out
+
+
+_TECHNIQUES = _load_techniques()
+
+
+def technique_defaults() -> dict[str, TechniqueDefaults]:
+    """Name -> defaults for every technique in ``data/techniques.toml`` (assumptions)."""
+    return dict(_TECHNIQUES)
+
+
+def _mapping(owner: str, name: str, value: Any) -> dict[str, float]:
+    if not isinstance(value, Mapping):
+        raise invalid(owner, name, "a mapping name -> number", value)
+    out = {}
+    for k, v in value.items():
+        if not isinstance(k, str):
+            raise invalid(owner, name, "keyed by strings", k)
+        check_non_negative(owner, f"{name}[{k!r}]", v)
+        out[k] = v
+    return out
+
+
+def _opt_positive(owner: str, name: str, value: Any) -> None:
+    if value is not None:
+        check_positive(owner, name, value)
+
+
+@serializable("cost_models.training_plan")
+@dataclass(frozen=True)
+class TrainingPlan:
+    """Training per run, how often it reruns, and how many devices share it.
+
+    ``samples_per_epoch`` counts ``unit`` ("samples", or "tokens" with ``tokens_per_sample``).
+    0 means the scenario does not train the base model (e.g. quantizing a pre-trained one).
+    ``retrain_every_months`` None: one run over the horizon; else ceil(horizon / cadence) runs.
+    ``scaling_efficiency`` (fraction of linear speed-up) applies when ``devices`` > 1.
+    ``technique_epochs`` overrides the extra epochs per technique from techniques.toml.
+    """
+
+    samples_per_epoch: float = 0.0
+    epochs: float = 1.0
+    unit: str = "samples"
+    tokens_per_sample: float | None = None
+    retrain_every_months: float | None = None
+    devices: int = 1
+    scaling_efficiency: float = field(default_factory=lambda: assumption("scaling_efficiency"))
+    technique_epochs: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        o = "TrainingPlan"
+        check_non_negative(o, "samples_per_epoch", self.samples_per_epoch)
+        check_non_negative(o, "epochs", self.epochs)
+        check_choice(o, "unit", self.unit, ("samples", "tokens"))
+        if self.unit == "tokens":
+            if self.tokens_per_sample is None:
+                raise invalid(o, "tokens_per_sample", "a number > 0 when unit is 'tokens'", None)
+            check_positive(o, "tokens_per_sample", self.tokens_per_sample)
+        _opt_positive(o, "retrain_every_months", self.retrain_every_months)
+        if not isinstance(self.devices, int) or isinstance(self.devices, bool) or self.devices < 1:
+            raise invalid(o, "devices", "an integer >= 1", self.devices)
+        check_positive(o, "scaling_efficiency", self.scaling_efficiency)
+        if self.scaling_efficiency > 1:
+            raise invalid(o, "scaling_efficiency", "a fraction in (0, 1]", self.scaling_efficiency)
+        object.__setattr__(self, "technique_epochs", _mapping(o, "technique_epochs", self.technique_epochs))
+
+    @property
+    def samples_per_epoch_in_samples(self) -> float:
+        if self.unit == "tokens":
+            return self.samples_per_epoch / self.tokens_per_sample  # type: ignore[operator]
+        return self.samples_per_epoch
+
+    def runs(self, horizon_months: float) -> int:
+        if self.retrain_every_months is None:
+            return 1
+        return max(1, math.ceil(horizon_months / self.retrain_every_months - 1e-9))
+
+
+@serializable("cost_models.serving_plan")
+@dataclass(frozen=True)
+class ServingPlan:
+    """Traffic over the horizon. Replicas are sized for ``peak_requests_per_s`` (None = average).
+
+    ``samples_per_request``: forward samples one request needs (tokens for a token-step model).
+    ``response_bytes``: bytes sent back per request (priced as internet egress).
+    """
+
+    avg_requests_per_s: float = 0.0
+    peak_requests_per_s: float | None = None
+    samples_per_request: float = 1.0
+    latency_slo_s: float | None = None
+    horizon_months: float = 12.0
+    response_bytes: float = 0.0
+
+    def __post_init__(self) -> None:
+        o = "ServingPlan"
+        check_non_negative(o, "avg_requests_per_s", self.avg_requests_per_s)
+        if self.peak_requests_per_s is not None:
+            check_non_negative(o, "peak_requests_per_s", self.peak_requests_per_s)
+            if self.peak_requests_per_s < self.avg_requests_per_s:
+                raise invalid(o, "peak_requests_per_s", f">= avg_requests_per_s ({self.avg_requests_per_s})",
+                              self.peak_requests_per_s)
+        check_positive(o, "samples_per_request", self.samples_per_request)
+        _opt_positive(o, "latency_slo_s", self.latency_slo_s)
+        check_positive(o, "horizon_months", self.horizon_months)
+        check_non_negative(o, "response_bytes", self.response_bytes)
+        if self.latency_slo_s is not None and self.peak_rps == 0:
+            raise invalid(o, "peak_requests_per_s", "> 0 when latency_slo_s is set (an SLO needs traffic)",
+                          self.peak_rps)
+
+    @property
+    def peak_rps(self) -> float:
+        return self.avg_requests_per_s if self.peak_requests_per_s is None else self.peak_requests_per_s
+
+    @property
+    def horizon_hours(self) -> float:
+        return self.horizon_months * HOURS_PER_MONTH
+
+
+@serializable("cost_models.data_plan")
+@dataclass(frozen=True)
+class DataPlan:
+    """Data each technique needs, keyed by technique name (or "base" for the base model).
+
+    ``labeled_samples`` x ``usd_per_label``; ``acquisition_usd`` and ``preprocessing_usd`` are
+    lump sums (a number for preprocessing means {"base": number}); the dataset
+    (``dataset_gb``) is stored ``storage_months`` (None = the serving horizon).
+    """
+
+    labeled_samples: Mapping[str, float] = field(default_factory=dict)
+    usd_per_label: float = 0.0
+    acquisition_usd: Mapping[str, float] = field(default_factory=dict)
+    preprocessing_usd: Mapping[str, float] | float = field(default_factory=dict)
+    dataset_gb: float = 0.0
+    storage_months: float | None = None
+
+    def __post_init__(self) -> None:
+        o = "DataPlan"
+        object.__setattr__(self, "labeled_samples", _mapping(o, "labeled_samples", self.labeled_samples))
+        check_non_negative(o, "usd_per_label", self.usd_per_label)
+        object.__setattr__(self, "acquisition_usd", _mapping(o, "acquisition_usd", self.acquisition_usd))
+        pre = self.preprocessing_usd
+        if isinstance(pre, (int, float)) and not isinstance(pre, bool):
+            pre = {"base": pre} if pre else {}
+        object.__setattr__(self, "preprocessing_usd", _mapping(o, "preprocessing_usd", pre))
+        check_non_negative(o, "dataset_gb", self.dataset_gb)
+        if self.storage_months is not None:
+            check_non_negative(o, "storage_months", self.storage_months)
+
+
+@serializable("cost_models.people_plan")
+@dataclass(frozen=True)
+class PeoplePlan:
+    """Engineer rate and hours; ``hours`` / ``maintenance_hours_per_month`` override the
+    per-technique defaults in techniques.toml (which are assumptions)."""
+
+    usd_per_hour: float = field(default_factory=lambda: assumption("engineer_usd_per_hour"))
+    hours: Mapping[str, float] = field(default_factory=dict)
+    maintenance_hours_per_month: Mapping[str, float] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        o = "PeoplePlan"
+        check_non_negative(o, "usd_per_hour", self.usd_per_hour)
+        object.__setattr__(self, "hours", _mapping(o, "hours", self.hours))
+        object.__setattr__(self, "maintenance_hours_per_month",
+                           _mapping(o, "maintenance_hours_per_month", self.maintenance_hours_per_month))
+
+
+@serializable("cost_models.ownership")
+@dataclass(frozen=True)
+class Ownership:
+    """Rent (``rent_tier``, optional ``provider``) or own (purchase, lifetime, utilization,
+    maintenance, power, PUE, tariff). None means: take it from the PriceBook / device catalog.
+
+    Owning: the workload bears its device-hours / ``utilization`` of the amortized purchase
+    and maintenance (the idle share included), plus energy for its busy hours.
+    """
+
+    mode: str = "rent"
+    rent_tier: str = "on_demand"
+    provider: str | None = None
+    purchase_usd: float | None = None
+    lifetime_years: float = field(default_factory=lambda: assumption("lifetime_years"))
+    utilization: float = field(default_factory=lambda: assumption("utilization"))
+    maintenance_fraction_per_year: float = field(default_factory=lambda: assumption("maintenance_fraction_per_year"))
+    power_watts: float | None = None
+    pue: float = field(default_factory=lambda: assumption("pue"))
+    usd_per_kwh: float | None = None
+    host_vcpus: int = field(default_factory=lambda: int(assumption("host_vcpus")))
+
+    def __post_init__(self) -> None:
+        o = "Ownership"
+        check_choice(o, "mode", self.mode, ("rent", "own"))
+        check_choice(o, "rent_tier", self.rent_tier, ("on_demand", "spot", "reserved"))
+        if self.purchase_usd is not None:
+            check_non_negative(o, "purchase_usd", self.purchase_usd)
+        check_positive(o, "lifetime_years", self.lifetime_years)
+        check_positive(o, "utilization", self.utilization)
+        if self.utilization > 1:
+            raise invalid(o, "utilization", "a fraction in (0, 1]", self.utilization)
+        check_non_negative(o, "maintenance_fraction_per_year", self.maintenance_fraction_per_year)
+        if self.power_watts is not None:
+            check_non_negative(o, "power_watts", self.power_watts)
+        check_positive(o, "pue", self.pue)
+        if self.pue < 1:
+            raise invalid(o, "pue", "a number >= 1 (total facility power / IT power)", self.pue)
+        if self.usd_per_kwh is not None:
+            check_non_negative(o, "usd_per_kwh", self.usd_per_kwh)
+        if not isinstance(self.host_vcpus, int) or isinstance(self.host_vcpus, bool) or self.host_vcpus < 1:
+            raise invalid(o, "host_vcpus", "an integer >= 1", self.host_vcpus)
+
+    @property
+    def owns(self) -> bool:
+        return self.mode == "own"
+
+
+@serializable("cost_models.scenario")
+@dataclass(frozen=True)
+class Scenario:
+    """Everything the user plans; see the plan classes. ``techniques`` name what is applied."""
+
+    name: str = "scenario"
+    techniques: tuple[str, ...] = ()
+    training: TrainingPlan = field(default_factory=TrainingPlan)
+    serving: ServingPlan = field(default_factory=ServingPlan)
+    data: DataPlan = field(default_factory=DataPlan)
+    people: PeoplePlan = field(default_factory=PeoplePlan)
+    ownership: Ownership = field(default_factory=Ownership)
+
+    def __post_init__(self) -> None:
+        o = "Scenario"
+        if not isinstance(self.name, str) or not self.name:
+            raise invalid(o, "name", "a non-empty string", self.name)
+        techs = (self.techniques,) if isinstance(self.techniques, str) else tuple(self.techniques)
+        object.__setattr__(self, "techniques", techs)
+        for cls, f in ((TrainingPlan, "training"), (ServingPlan, "serving"), (DataPlan, "data"),
+                       (PeoplePlan, "people"), (Ownership, "ownership")):
+            if not isinstance(getattr(self, f), cls):
+                raise invalid(o, f, f"a {cls.__name__}", type(getattr(self, f)).__name__)
+        known = sorted(_TECHNIQUES)
+        for t in techs:
+            if not isinstance(t, str) or (t not in _TECHNIQUES and t not in self.people.hours):
+                raise invalid(o, "techniques", "names from techniques.toml (" + ", ".join(known)
+                              + ") or ones given PeoplePlan.hours", t)
+        if len(set(techs)) != len(techs):
+            raise invalid(o, "techniques", "distinct names", techs)
+        allowed = set(techs) | {"base"}
+        for owner, name, m in (("DataPlan", "labeled_samples", self.data.labeled_samples),
+                               ("DataPlan", "acquisition_usd", self.data.acquisition_usd),
+                               ("DataPlan", "preprocessing_usd", self.data.preprocessing_usd),
+                               ("TrainingPlan", "technique_epochs", self.training.technique_epochs),
+                               ("PeoplePlan", "hours", self.people.hours),
+                               ("PeoplePlan", "maintenance_hours_per_month", self.people.maintenance_hours_per_month)):
+            for k in m:
+                if k not in allowed and not (owner == "PeoplePlan" and name == "hours" and k in techs):
+                    raise invalid(owner, f"{name}[{k!r}]", "keyed by one of the scenario's techniques "
+                                  + repr(sorted(allowed)), k)
+
+    # ---- per-technique figures, user override first, then techniques.toml ----------------
+    def engineer_hours(self, technique: str) -> float:
+        return self.people.hours.get(technique, _default(technique).engineer_hours)
+
+    def maintenance_hours_per_month(self, technique: str) -> float:
+        return self.people.maintenance_hours_per_month.get(technique, _default(technique).maintenance_hours_per_month)
+
+    def technique_epochs(self, technique: str) -> float:
+        return self.training.technique_epochs.get(technique, _default(technique).training_epochs)
+
+    def replace(self, **changes: Any) -> "Scenario":
+        """``dataclasses.replace`` for the scenario or, with "plan__field" keys, a plan's field."""
+        top = {k: v for k, v in changes.items() if "__" not in k}
+        per_plan: dict[str, dict[str, Any]] = {}
+        for k, v in changes.items():
+            if "__" in k:
+                plan, f = k.split("__", 1)
+                per_plan.setdefault(plan, {})[f] = v
+        for plan, fields in per_plan.items():  # one replace per plan: fields validated together
+            top[plan] = dataclasses.replace(top.get(plan, getattr(self, plan)), **fields)
+        return dataclasses.replace(self, **top)
+
+
+def _default(technique: str) -> TechniqueDefaults:
+    return _TECHNIQUES.get(technique, TechniqueDefaults(technique, 0.0, 0.0, 0.0, "user-defined", "user", ""))

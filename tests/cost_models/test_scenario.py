@@ -1,0 +1,93 @@
+import re
+
+import pytest
+
+from cost_models import (CostModel, DataPlan, Ownership, PeoplePlan, Scenario, ServingPlan, TrainingPlan,
+                         technique_defaults)
+from cost_models.scenario import assumption
+from profilers._config import ConfigError, dumps, loads
+
+
+def test_slo_with_zero_traffic_is_an_error():
+    with pytest.raises(ConfigError, match=re.escape(
+            "ServingPlan.peak_requests_per_s must be > 0 when latency_slo_s is set (an SLO needs traffic); got 0.0.")):
+        ServingPlan(latency_slo_s=0.1)
+
+
+@pytest.mark.parametrize("kwargs, msg", [
+    (dict(avg_requests_per_s=-1), "ServingPlan.avg_requests_per_s must be a finite number >= 0; got -1."),
+    (dict(avg_requests_per_s=10, peak_requests_per_s=5), "ServingPlan.peak_requests_per_s must be >= avg_requests_per_s (10); got 5."),
+    (dict(horizon_months=0), "ServingPlan.horizon_months must be a finite number > 0; got 0."),
+])
+def test_serving_validation(kwargs, msg):
+    with pytest.raises(ConfigError, match=re.escape(msg)):
+        ServingPlan(**kwargs)
+
+
+def test_training_and_ownership_validation():
+    with pytest.raises(ConfigError, match=re.escape("TrainingPlan.tokens_per_sample must be a number > 0 when unit is 'tokens'; got None.")):
+        TrainingPlan(samples_per_epoch=1e9, unit="tokens")
+    with pytest.raises(ConfigError, match=re.escape("TrainingPlan.scaling_efficiency must be a fraction in (0, 1]; got 1.5.")):
+        TrainingPlan(scaling_efficiency=1.5)
+    with pytest.raises(ConfigError, match=re.escape("Ownership.mode must be one of 'rent', 'own'; got 'lease'.")):
+        Ownership(mode="lease")
+    with pytest.raises(ConfigError, match=re.escape("Ownership.utilization must be a fraction in (0, 1]; got 1.2.")):
+        Ownership(utilization=1.2)
+    with pytest.raises(ConfigError, match=re.escape("Ownership.pue must be a number >= 1 (total facility power / IT power); got 0.9.")):
+        Ownership(pue=0.9)
+
+
+def test_unknown_technique_and_stray_keys():
+    with pytest.raises(ConfigError, match=r"Scenario.techniques must be names from techniques.toml \(.*distill.*\) "
+                                          r"or ones given PeoplePlan.hours; got 'magic'."):
+        Scenario(techniques=("magic",))
+    Scenario(techniques=("magic",), people=PeoplePlan(hours={"magic": 3}))  # user-defined technique
+    with pytest.raises(ConfigError, match=re.escape("DataPlan.labeled_samples['distil'] must be keyed by one of the "
+                                                    "scenario's techniques ['base', 'distill']; got 'distil'.")):
+        Scenario(techniques=("distill",), data=DataPlan(labeled_samples={"distil": 10}))
+
+
+def test_defaults_come_from_data_files():
+    d = technique_defaults()
+    assert d["quantize_int8"].engineer_hours == 8
+    assert d["prune"].engineer_hours == 40
+    assert d["distill"].engineer_hours == 120
+    assert d["tensor_parallel"].engineer_hours == 160
+    assert "assumption" in d["distill"].source
+    assert PeoplePlan().usd_per_hour == assumption("engineer_usd_per_hour") == 69.50
+    assert Ownership().pue == 1.58
+    sc = Scenario(techniques=("distill",), people=PeoplePlan(hours={"distill": 200}))
+    assert sc.engineer_hours("distill") == 200  # override wins
+    assert sc.maintenance_hours_per_month("distill") == d["distill"].maintenance_hours_per_month
+
+
+def test_training_runs_and_tokens():
+    t = TrainingPlan(samples_per_epoch=1e6, retrain_every_months=3)
+    assert t.runs(12) == 4  # retrain at months 0, 3, 6, 9
+    assert t.runs(12.5) == 5
+    assert TrainingPlan().runs(12) == 1
+    tok = TrainingPlan(samples_per_epoch=2e9, unit="tokens", tokens_per_sample=1000)
+    assert tok.samples_per_epoch_in_samples == 2e6
+
+
+def test_preprocessing_number_means_base():
+    assert DataPlan(preprocessing_usd=300).preprocessing_usd == {"base": 300}
+
+
+def test_scenario_and_cost_model_round_trip_json():
+    sc = Scenario(name="rt", techniques=("prune", "quantize_int8"),
+                  training=TrainingPlan(samples_per_epoch=1e5, epochs=2, retrain_every_months=6, devices=8,
+                                        technique_epochs={"prune": 2}),
+                  serving=ServingPlan(avg_requests_per_s=5, peak_requests_per_s=20, latency_slo_s=0.2),
+                  data=DataPlan(labeled_samples={"prune": 100}, usd_per_label=0.1, dataset_gb=3),
+                  people=PeoplePlan(usd_per_hour=90, hours={"prune": 30}),
+                  ownership=Ownership(mode="own", purchase_usd=1000, power_watts=300))
+    assert loads(dumps(sc)) == sc
+    m = CostModel(sc)
+    again = loads(dumps(m))
+    assert again.scenario == sc and again.prices == m.prices
+
+
+def test_replace_plan_fields():
+    sc = Scenario().replace(serving__horizon_months=3, ownership__mode="own", name="x")
+    assert sc.serving.horizon_months == 3 and sc.ownership.owns and sc.name == "x"
