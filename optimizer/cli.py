@@ -31,9 +31,9 @@ def _cmd_profile(args: argparse.Namespace) -> int:
     if args.config:
         if args.seq_len is None:
             raise invalid("profile", "--seq-len", "an integer >= 1 with --config", None)
-        print(f"analyzing {args.config} on the meta device (batch {args.batch_size or 1}, seq {args.seq_len}) ...",
-              file=sys.stderr)
-        prof = analyze(args.config, batch_size=args.batch_size or 1, seq_len=args.seq_len,
+        batch = 1 if args.batch_size is None else args.batch_size
+        print(f"analyzing {args.config} on the meta device (batch {batch}, seq {args.seq_len}) ...", file=sys.stderr)
+        prof = analyze(args.config, batch_size=batch, seq_len=args.seq_len,
                        dtype=args.dtype or "bf16", train=not args.no_train)
     else:
         wl = workloads.get(args.workload)

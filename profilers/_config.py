@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import types
 import typing
 from typing import Any, Callable, Iterable, TypeVar
 
@@ -130,7 +131,7 @@ def _decode(value: Any, hint: Any) -> Any:
     if origin in (dict,) and isinstance(value, dict):
         vh = args[1] if len(args) == 2 else Any
         return {k: _decode(v, vh) for k, v in value.items()}
-    if origin is typing.Union or str(origin) == "types.UnionType":
+    if origin is typing.Union or origin is types.UnionType:
         for a in args:
             if a is type(None):
                 continue

@@ -86,9 +86,7 @@ def _hf_model_on_meta(config) -> torch.nn.Module:
 
 def build_on_meta(model: Any) -> tuple[torch.nn.Module, str, Any]:
     """(module on meta, display name, HF config or None) for any accepted model spec."""
-    if isinstance(model, torch.nn.Module):
-        if all(p.is_meta for p in model.parameters()):
-            return model, type(model).__name__, getattr(model, "config", None)
+    if isinstance(model, torch.nn.Module):  # a copy: the caller's module is never changed
         return copy.deepcopy(model).to("meta"), type(model).__name__, getattr(model, "config", None)
     if callable(model) and not isinstance(model, (str, Path, Mapping)) and not hasattr(model, "to_dict"):
         with torch.device("meta"):
@@ -117,8 +115,14 @@ def _hf_inputs(config, batch_size: int, seq_len: int) -> dict[str, Any]:
     return inputs
 
 
-def _to_meta(inputs: Any) -> Any:
-    return tree_map(lambda t: torch.empty_like(t, device="meta") if isinstance(t, torch.Tensor) else t, inputs)
+def _to_meta(inputs: Any, dtype: torch.dtype) -> Any:
+    """Meta copies of the example inputs; floating ones in the analyzed dtype (as a real run needs)."""
+    def conv(t: Any) -> Any:
+        if not isinstance(t, torch.Tensor):
+            return t
+        return torch.empty_like(t, device="meta", dtype=dtype if t.is_floating_point() else t.dtype)
+
+    return tree_map(conv, inputs)
 
 
 def _hf_loss(out: Any) -> torch.Tensor:
@@ -173,12 +177,12 @@ def analyze(model: Any, *, batch_size: int = 1, seq_len: int | None = None, inpu
             raise invalid("analyze", "seq_len", "an integer >= 1 for a transformers config", None)
         x = _hf_inputs(config, batch_size, seq_len)
     else:
-        x = _to_meta(inputs(batch_size) if callable(inputs) else inputs)
+        x = _to_meta(inputs(batch_size) if callable(inputs) else inputs, TORCH_DTYPES[dtype])
     if seq_len is not None and (not isinstance(seq_len, int) or seq_len < 1):
         raise invalid("analyze", "seq_len", "an integer >= 1", seq_len)
     loss_fn = _hf_loss if config is not None else None
 
-    fwd = count_flops(net, x)
+    fwd = count_flops(net, x, owner="analyze")
     n_params = sum(p.numel() for p in net.parameters())
     pbytes = int(n_params * DTYPE_BYTES[dtype])
     bbytes = int(sum(b.numel() * b.element_size() for b in net.buffers()))
@@ -191,7 +195,7 @@ def analyze(model: Any, *, batch_size: int = 1, seq_len: int | None = None, inpu
     )
     notes = [f"inputs {describe_inputs(x)}"]
     if train:
-        tr = count_flops(net, x, train=True, loss_fn=loss_fn)
+        tr = count_flops(net, x, train=True, loss_fn=loss_fn, owner="analyze")
         for p in net.parameters():
             p.grad = None
         from .flops import call_model

@@ -12,7 +12,9 @@ Formulas torch lacks are added through its own extension point, ``FlopCounterMod
 * ``aten._scaled_dot_product_flash_attention_for_cpu`` (+ backward): the CPU SDPA kernel;
 * ``aten._native_multi_head_attention``: the fused ``nn.MultiheadAttention`` fast path (eval, no_grad);
 * ``aten._transformer_encoder_layer_fwd``: the fused ``nn.TransformerEncoderLayer`` fast path;
-* ``aten._int_mm`` and ``aten._weight_int8pack_mm``: int8 matmuls of quantized models (torchao).
+* ``aten._int_mm`` and ``aten._weight_int8pack_mm``: int8 matmuls of quantized models (torchao);
+* ``aten.convolution_backward`` (replaced): torch's counts grouped convolutions' weight gradient
+  ``groups`` times over.
 
 Besides FLOPs, every executed op's bytes touched (inputs read + outputs written) is recorded per
 op signature (:attr:`FlopCount.ops`), which the roofline projection uses.
@@ -98,6 +100,18 @@ def weight_int8pack_mm_flop(x_shape, w_shape, *args, out_shape=None, **kwargs) -
     return 2 * m * w_shape[0] * k * (x_shape[0] if len(x_shape) == 3 else 1)
 
 
+def conv_backward_flop(grad_out_shape, x_shape, w_shape, _bias, _stride, _padding, _dilation, transposed,
+                       _output_padding, _groups, output_mask, out_shape=None, **kwargs) -> int:
+    """Convolution backward: each requested gradient (input, weight) costs the forward's FLOPs.
+
+    Replaces torch 2.13's formula, whose weight-gradient term ignores ``groups`` (it counts a
+    grouped / depthwise convolution's weight gradient ``groups`` times over; fixed upstream in
+    pytorch/pytorch#183405, not in this release).
+    """
+    forward = fc.conv_flop_count(x_shape, w_shape, grad_out_shape, transposed=transposed)
+    return forward * (int(bool(output_mask[0])) + int(bool(output_mask[1])))
+
+
 def _raw(fn: Callable) -> Callable:
     fn._get_raw = True  # FlopCounterMode passes raw tensors (nested ones included) to these
     return fn
@@ -109,6 +123,7 @@ EXTRA_FORMULAS: dict[Any, Callable] = {
     aten._scaled_dot_product_flash_attention_for_cpu_backward: sdpa_cpu_backward_flop,
     aten._native_multi_head_attention: _raw(native_mha_flop),
     aten._int_mm: int_mm_flop,
+    aten.convolution_backward: conv_backward_flop,
     aten._weight_int8pack_mm: weight_int8pack_mm_flop,
     aten._transformer_encoder_layer_fwd: _raw(transformer_encoder_layer_flop),
 }
@@ -285,7 +300,7 @@ def describe_inputs(inputs: Any) -> str:
 
 
 def count_flops(model: torch.nn.Module, inputs: Any, *, train: bool = False,
-                loss_fn: Callable[[Any], torch.Tensor] | None = None) -> FlopCount:
+                loss_fn: Callable[[Any], torch.Tensor] | None = None, owner: str = "count_flops") -> FlopCount:
     """Count FLOPs of one forward (``train=False``, run under ``no_grad``) or one forward +
     backward (``train=True``) of ``model`` on ``inputs``.
 
@@ -299,17 +314,26 @@ def count_flops(model: torch.nn.Module, inputs: Any, *, train: bool = False,
         >>> fc.total  # 4 * 6 * 5 multiply-adds * 2
         240
     """
-    check_model(model, "count_flops")
+    check_model(model, owner)
     counter = fc.FlopCounterMode(display=False, custom_mapping=EXTRA_FORMULAS)
     recorder = _OpRecorder(counter.flop_registry)
-    with recorder, counter:
-        if train:
-            out = run_model(model, inputs, "count_flops")
-            loss = (loss_fn or _default_loss)(out)
-            loss.backward()
-        else:
-            with torch.no_grad():
-                run_model(model, inputs, "count_flops")
+    grads = {p: p.grad for p in model.parameters()} if train else {}
+    try:
+        with recorder, counter:
+            if train:
+                out = run_model(model, inputs, owner)
+                loss = (loss_fn or _default_loss)(out)
+                if not isinstance(loss, torch.Tensor) or not loss.requires_grad:
+                    raise ConfigError(f"{owner}(train=True): the loss does not require grad (no trainable "
+                                      f"parameter or input reaches the output of {type(model).__name__}); "
+                                      "count with train=False.")
+                loss.backward()
+            else:
+                with torch.no_grad():
+                    run_model(model, inputs, owner)
+    finally:
+        for p, g in grads.items():  # leave the caller's gradients as they were
+            p.grad = g
     counts = counter.get_flop_counts()
     by_module = {m: int(sum(v.values())) for m, v in counts.items()}
     by_op: dict[str, int] = {}

@@ -29,7 +29,7 @@ from torch.utils._pytree import tree_flatten, tree_map
 
 from ._config import check_positive, invalid
 from .flops import call_model, check_model, count_flops, describe_inputs, run_model
-from .profile import Profile, Timing
+from .profile import Profile, Timing, median_ci_rel
 from .workload import Workload
 
 __all__ = ["measure", "TORCH_DTYPES", "resolve_device"]
@@ -121,9 +121,11 @@ def _time_runs(fn: Callable[[], Any], dev: torch.device, *, warmup: int, min_run
             fn()
             samples.append(time.perf_counter() - t0)
         n = len(samples)
-        if n >= min_runs:
-            t = Timing.from_samples(samples, target_ci=target_ci, method="")
-            if t.stable or n >= max_runs or time.perf_counter() - start >= time_cap_s:
+        if n >= max_runs or (n >= min_runs and time.perf_counter() - start >= time_cap_s):
+            break
+        # the stability check sorts the samples: do it at min_runs, then every ~10 % more runs
+        if n >= min_runs and (n - min_runs) % max(1, n // 10) == 0:
+            if median_ci_rel(sorted(samples)) <= target_ci:
                 break
     method = "torch.cuda.Event" if dev.type == "cuda" else "time.perf_counter"
     return Timing.from_samples(samples, target_ci=target_ci, method=method)
@@ -201,9 +203,9 @@ def measure(model: torch.nn.Module | Workload, inputs: Any = None, *, batch_size
     """Run ``model`` on this machine and return its measured :class:`Profile`.
 
     ``model`` is an ``nn.Module`` (then ``inputs`` is required: a tensor, a tuple of positional
-    arguments or a dict of keyword arguments, whose first dimension is the batch) or a
-    :class:`Workload` (its factory, inputs, targets and loss are used; ``batch_size`` picks the
-    batch). ``train=True`` also times and measures one training step (forward, loss, backward,
+    arguments or a dict of keyword arguments, whose first dimension is the batch, or a
+    :class:`Workload` whose inputs, targets and loss are used) or a :class:`Workload` (its
+    factory too; ``batch_size`` picks the batch). ``train=True`` also times and measures one training step (forward, loss, backward,
     ``optimizer.step()``): ``loss_fn(output, targets)`` when given, else the sum of the output.
     The default optimizer is AdamW. ``time_cap_s`` bounds each of the two timing loops.
 
@@ -212,16 +214,19 @@ def measure(model: torch.nn.Module | Workload, inputs: Any = None, *, batch_size
         >>> p.latency.median_s > 0, p.forward_flops   # 32*64*10 multiply-adds * 2
         (True, 40960)
     """
-    if isinstance(model, Workload):
-        wl = model
-        batch_size = batch_size or wl.batch_size
-        model = wl.build()
-        inputs = wl.inputs(batch_size) if inputs is None else inputs
+    if isinstance(model, Workload) or isinstance(inputs, Workload):
+        # measure(workload) builds its model; measure(model, workload) measures a variant of it
+        wl = model if isinstance(model, Workload) else inputs
+        batch_size = wl.batch_size if batch_size is None else batch_size
+        model = wl.build() if isinstance(model, Workload) else model
+        inputs = wl.inputs(batch_size)
         if targets is None and wl.targets is not None:
             targets = wl.targets(batch_size)
         loss_fn = loss_fn or wl.loss
         name = name or wl.name
     check_model(model, "measure")
+    if batch_size is not None and (not isinstance(batch_size, int) or isinstance(batch_size, bool) or batch_size < 1):
+        raise invalid("measure", "batch_size", "an integer >= 1 or None (the inputs' first dimension)", batch_size)
     if inputs is None:
         raise invalid("measure", "inputs", "example inputs for the model (tensor, tuple or dict)", None)
     if dtype is not None and dtype not in TORCH_DTYPES:

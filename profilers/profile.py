@@ -134,7 +134,7 @@ class Profile:
     def __post_init__(self) -> None:
         if self.source not in ("measured", "analyzed"):
             raise invalid("Profile", "source", "'measured' or 'analyzed'", self.source)
-        if not isinstance(self.batch_size, int) or self.batch_size < 1:
+        if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
             raise invalid("Profile", "batch_size", "an integer >= 1", self.batch_size)
 
     # ---- plain figures other packages read (duck-typed by cost_models) -------------------------

@@ -27,7 +27,7 @@ from ._config import invalid, serializable
 from .hardware import DeviceSpec, get
 from .profile import DTYPE_BYTES, OpRecord, Profile
 
-__all__ = ["Projection", "project", "roofline_time", "calibrate", "DEFAULT_EFFICIENCY"]
+__all__ = ["Projection", "project", "roofline_time", "calibrate", "at_batch", "DEFAULT_EFFICIENCY"]
 
 #: Assumed fraction of the roofline reached when nothing was calibrated. Source: Narayanan et al.
 #: 2021 (Megatron-LM, SC'21) report 44-52 % of peak for GPT models of 1.7B-1T parameters on A100s.
@@ -70,10 +70,13 @@ def calibrate(profile: Profile, device: DeviceSpec | None = None) -> dict[str, f
                           "looked up automatically)", None)
         device = get("host")
     out = {}
-    t, _ = roofline_time(profile.ops, device, profile.dtype)
+    # a CPU without a peak for the profile's dtype (bf16 on AVX2, int8 without VNNI) computes it
+    # through fp32: its fp32 peak is the roof
+    dt = profile.dtype if device.supports(profile.dtype) else "fp32"
+    t, _ = roofline_time(profile.ops, device, dt)
     out["inference"] = min(1.0, t / profile.latency.median_s)
     if profile.train_step is not None and profile.train_ops:
-        t, _ = roofline_time(profile.train_ops, device, profile.dtype)
+        t, _ = roofline_time(profile.train_ops, device, dt)
         out["train"] = min(1.0, t / profile.train_step.median_s)
     return out
 
@@ -122,8 +125,37 @@ def _memory(profile: Profile, scale: float) -> tuple[int | None, int | None, str
                      "gradients + optimizer state + activations saved for backward")
 
 
+def at_batch(profile: Profile, flops: Any, batch_size: int) -> Profile:
+    """``profile`` re-expressed at another batch size, for projection: ``flops`` is
+    :func:`profilers.count_flops` of the same model at ``batch_size`` (its op records replace the
+    profile's); timings are dropped (they were measured at the profile's batch); peak memory is
+    derived: weights and buffers stay, everything else scales linearly with the batch."""
+    from dataclasses import replace
+
+    if not isinstance(batch_size, int) or batch_size < 1:
+        raise invalid("at_batch", "batch_size", "an integer >= 1", batch_size)
+    s = batch_size / profile.batch_size
+    fixed = profile.parameter_bytes + profile.buffer_bytes
+
+    def scale(peak: int | None, extra_fixed: int = 0) -> int | None:
+        if peak is None:
+            return None
+        base = fixed + extra_fixed
+        return int(base + max(0, peak - base) * s)
+
+    return replace(
+        profile, batch_size=batch_size, forward_flops=int(flops.total), ops=tuple(flops.ops),
+        train_flops=None if profile.train_flops is None else int(profile.train_flops * s), train_ops=tuple(
+            type(r)(r.op, r.op_class, r.calls, int(r.flops * s), int(r.bytes * s)) for r in profile.train_ops),
+        latency=None, train_step=None, peak_memory_bytes=scale(profile.peak_memory_bytes),
+        train_peak_memory_bytes=scale(profile.train_peak_memory_bytes, (profile.optimizer_state_bytes or 0)),
+        notes=profile.notes + (f"re-expressed at batch {batch_size} from batch {profile.batch_size}: forward ops "
+                               f"counted at this batch; training ops and memory above the weights scaled x{s:g}",),
+    )
+
+
 def project(profile: Profile, device: str | DeviceSpec, dtype: str | None = None, *,
-            efficiency: float | str | None = None) -> Projection:
+            efficiency: float | str | dict | None = None, efficiency_source: str | None = None) -> Projection:
     """Project ``profile`` onto ``device`` (a catalog name or a DeviceSpec) in ``dtype``
     (default: the profile's dtype). See the module docstring for the model and ``efficiency``.
 
@@ -133,6 +165,9 @@ def project(profile: Profile, device: str | DeviceSpec, dtype: str | None = None
     if not isinstance(profile, Profile):
         raise invalid("project", "profile", "a Profile (from measure() or analyze())", type(profile).__name__)
     spec = get(device)
+    # the catalog name other packages look up ("host" for this machine's CPU, whose spec is
+    # named after its model)
+    name = "host" if spec.kind == "cpu" and spec.name.startswith("host") else spec.name
     dtype = dtype or profile.dtype
     if dtype not in DTYPE_BYTES:
         raise invalid("project", "dtype", "one of " + ", ".join(DTYPE_BYTES), dtype)
@@ -145,12 +180,17 @@ def project(profile: Profile, device: str | DeviceSpec, dtype: str | None = None
         eff = calibrate(profile)
         eff.setdefault("train", eff["inference"])
         eff_src = f"calibrated on {profile.device_description}"
+    elif isinstance(efficiency, dict) and set(efficiency) >= {"inference"} and all(
+            isinstance(v, (int, float)) and 0 < v <= 1 for v in efficiency.values()):
+        eff = {"inference": float(efficiency["inference"]), "train": float(efficiency.get("train", efficiency["inference"]))}
+        eff_src = efficiency_source or "given by the caller"
     elif isinstance(efficiency, (int, float)) and not isinstance(efficiency, bool) and 0 < efficiency <= 1:
         eff = {"inference": float(efficiency), "train": float(efficiency)}
-        eff_src = ("assumed default (Narayanan et al. 2021 report 44-52 % of peak)"
-                   if efficiency == DEFAULT_EFFICIENCY else "given by the caller")
+        eff_src = efficiency_source or ("assumed default (Narayanan et al. 2021 report 44-52 % of peak)"
+                                        if efficiency == DEFAULT_EFFICIENCY else "given by the caller")
     else:
-        raise invalid("project", "efficiency", "a number in (0, 1], 'calibrated' or None", efficiency)
+        raise invalid("project", "efficiency", "a number in (0, 1], {'inference': e, 'train': e}, 'calibrated' "
+                      "or None", efficiency)
 
     t_inf, classes = roofline_time(profile.ops, spec, dtype, bytes_scale=scale)
     latency = t_inf / eff["inference"] if profile.ops else None
@@ -162,7 +202,7 @@ def project(profile: Profile, device: str | DeviceSpec, dtype: str | None = None
     need = max(m for m in (inf_mem, tr_mem, 0) if m is not None)
     eff_txt = ", ".join(f"{k} {v:.3g}" for k, v in eff.items())
     return Projection(
-        model=profile.model, device=spec.name, dtype=dtype, batch_size=profile.batch_size,
+        model=profile.model, device=name, dtype=dtype, batch_size=profile.batch_size,
         latency_s=latency, train_step_s=train_s, peak_memory_bytes=inf_mem, train_peak_memory_bytes=tr_mem,
         parameter_bytes=int(profile.parameter_bytes * scale), forward_flops=profile.forward_flops,
         train_flops=profile.train_flops, efficiency=eff, efficiency_source=eff_src,
