@@ -1,0 +1,46 @@
+"""Quality P(M): the workload's own evaluation on held-out data, or fidelity to the original.
+
+``quality(model, workload)`` calls ``workload.evaluate(model)`` (higher is better; e.g. top-1
+accuracy on the held-out split). For models without labels, :func:`fidelity` compares outputs with
+the original model's on the same inputs: top-1 agreement for classifiers, mean cosine similarity
+for embeddings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from .._config import invalid
+from ..flops import call_model
+from ..workload import Workload
+from .training import output_tensor
+
+__all__ = ["quality", "fidelity"]
+
+
+def quality(model: torch.nn.Module, workload: Workload) -> float:
+    """P(M) of ``model`` on ``workload``'s held-out data (measured, not estimated)."""
+    if not isinstance(workload, Workload) or workload.evaluate is None:
+        raise invalid("quality", "workload", "a Workload with an evaluate(model) function",
+                      getattr(workload, "name", type(workload).__name__))
+    model.eval()
+    with torch.no_grad():
+        return float(workload.evaluate(model))
+
+
+def fidelity(model: torch.nn.Module, reference: torch.nn.Module, inputs: Any, *, kind: str = "cosine") -> float:
+    """Agreement of ``model`` with ``reference`` on ``inputs``: ``"top1"`` (share of equal argmax)
+    or ``"cosine"`` (mean cosine similarity of the flattened outputs per sample)."""
+    if kind not in ("top1", "cosine"):
+        raise invalid("fidelity", "kind", "'top1' or 'cosine'", kind)
+    model.eval()
+    reference.eval()
+    with torch.no_grad():
+        a = output_tensor(call_model(model, inputs)).float()
+        b = output_tensor(call_model(reference, inputs)).float()
+    if kind == "top1":
+        return float((a.argmax(-1) == b.argmax(-1)).float().mean())
+    return float(F.cosine_similarity(a.flatten(1), b.flatten(1), dim=-1).mean())
