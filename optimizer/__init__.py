@@ -1,0 +1,32 @@
+"""sigmastar optimizer: search spaces, searches, ILPs, results and the CLI.
+
+Public names load lazily (optuna, pulp and torch are imported only when a search runs).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+_EXPORTS = {
+    "SearchSpace": ".space",
+    "Strategy": ".space",
+    "search": ".search",
+    "SearchResult": ".result",
+    "InfeasibleError": ".result",
+    "lazy_search": ".lazy",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module 'optimizer' has no attribute {name!r}")
+    value = getattr(importlib.import_module(_EXPORTS[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))

@@ -1,0 +1,181 @@
+"""Pricing and quality of model variants: the two oracles every search method uses.
+
+* :meth:`Evaluator.price` (cheap, no training): builds the variant's architecture and numerics
+  (``apply(..., structure_only=True)``), measures it on this machine, re-expresses the profile at
+  each serving batch size, projects it onto each device (efficiency calibrated on this machine),
+  prices every (device, batch) with the cost model and keeps the cheapest feasible deployment.
+* :meth:`Evaluator.quality` (expensive): applies the techniques for real (training included),
+  measures P(M) with the workload's evaluation. Results persist in ``<output_dir>/evaluations.jsonl``
+  keyed by content (base model, techniques, workload, seed), so a resumed search never re-trains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+from profilers._config import to_json_dict
+
+from .space import SearchSpace, Strategy, Variant, technique_names
+
+__all__ = ["Deployment", "Evaluator"]
+
+
+@dataclass
+class Deployment:
+    """The cheapest feasible deployment of one variant (or why none is feasible)."""
+
+    variant: Variant
+    cost_usd: float  # inf when no (device, batch) is feasible
+    device: str | None = None
+    batch_size: int | None = None
+    breakdown: Any = None  # cost_models.CostBreakdown of the cheapest
+    projection: Any = None
+    options: list[tuple[str, int, float, str]] = field(default_factory=list)  # device, batch, usd, status/message
+    profile: Any = None
+    error: str = ""
+
+    @property
+    def feasible(self) -> bool:
+        return math.isfinite(self.cost_usd)
+
+
+class Evaluator:
+    def __init__(self, workload: Any, space: SearchSpace, cost_model: Any, *, seed: int = 0,
+                 output_dir: str | Path | None = None, profile_time_cap_s: float = 0.5,
+                 log: Callable[[str], None] | None = None) -> None:
+        self.workload, self.space, self.cost_model, self.seed = workload, space, cost_model, seed
+        self.output_dir = Path(output_dir) if output_dir is not None else None
+        self.profile_time_cap_s = profile_time_cap_s
+        self.log = log or (lambda m: None)
+        self.base = workload.build()
+        from profilers.techniques import TechniqueCache
+
+        self.cache = TechniqueCache(self.output_dir / "models" if self.output_dir else None)
+        self.base_fingerprint = self.cache.fingerprint(self.base)
+        self._prices: dict[str, Deployment] = {}
+        self._quality: dict[str, tuple[float | None, str]] = {}
+        self.quality_calls = 0  # evaluations actually run in this process (not from the cache file)
+        self._base_train: dict[str, Any] = {}
+        self._journal = self.output_dir / "evaluations.jsonl" if self.output_dir else None
+        if self._journal is not None:
+            self.output_dir.mkdir(parents=True, exist_ok=True)
+            if self._journal.exists():
+                for line in self._journal.read_text().splitlines():
+                    if line.strip():
+                        row = json.loads(line)
+                        self._quality[row["content"]] = (row["quality"], row.get("error", ""))
+
+    # ---- content keys -------------------------------------------------------------------------
+    def content_key(self, v: Variant) -> str:
+        payload = {"model": self.base_fingerprint, "workload": self.workload.name, "seed": self.seed,
+                   "techniques": [to_json_dict(t) for t in self.space.techniques(v)]}
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
+
+    # ---- price: no training -------------------------------------------------------------------
+    def _base_train_projection(self, device: str) -> Any:
+        """Training figures: the techniques train the full-precision model (fine-tuning happens
+        before quantization), so training is priced with the base model's step on that device."""
+        if device not in self._base_train:
+            from profilers import measure, project
+
+            if "profile" not in self._base_train:
+                self._base_train["profile"] = measure(self.base, self.workload, time_cap_s=self.profile_time_cap_s,
+                                                      min_runs=5)
+            self._base_train[device] = project(self._base_train["profile"], device)
+        return self._base_train[device]
+
+    def price(self, v: Variant) -> Deployment:
+        if v.key in self._prices:
+            return self._prices[v.key]
+        from profilers import count_flops, measure, project
+        from profilers.projection import at_batch, calibrate
+        from profilers.techniques import UnsupportedTechnique, apply
+
+        dep = Deployment(variant=v, cost_usd=math.inf)
+        try:
+            model = apply(self.base, self.space.techniques(v), self.workload, structure_only=True, cache=self.cache,
+                          seed=self.seed)
+            train = v.quantize == "none"  # quantized weights are not trained; the base model's step prices training
+            prof = measure(model, self.workload, train=train, time_cap_s=self.profile_time_cap_s, min_runs=5)
+            dep.profile = prof
+            eff = calibrate(prof)
+            src = f"calibrated on {prof.device_description}"
+            cm = self.cost_model.with_scenario(techniques=technique_names(v))
+            for b in self.space.batch_sizes:
+                pb = prof if b == prof.batch_size else at_batch(prof, count_flops(model, self.workload.inputs(b)), b)
+                for d in self.space.devices:
+                    from profilers import hardware
+
+                    spec = hardware.get(d)
+                    dtype = prof.dtype if spec.supports(prof.dtype) else None
+                    if dtype is None:
+                        dep.options.append((spec.name, b, math.inf, f"{prof.dtype} unsupported on {spec.name}"))
+                        continue
+                    proj = project(pb, spec, dtype, efficiency=eff, efficiency_source=src)
+                    tfig = proj if train else self._base_train_projection(d)
+                    br = cm.estimate(proj, train_figures=tfig, model_name=f"{self.workload.name} [{v.label}]")
+                    usd = br.total_usd if br.status == "ok" else math.inf
+                    dep.options.append((spec.name, b, usd, br.status if br.status == "ok" else br.message))
+                    if usd < dep.cost_usd:
+                        dep.cost_usd, dep.device, dep.batch_size = usd, spec.name, b
+                        dep.breakdown, dep.projection = br, proj
+        except UnsupportedTechnique as e:
+            dep.error = str(e)
+        except Exception as e:  # a variant that cannot be built or priced fails alone
+            dep.error = f"{type(e).__name__}: {e}"
+            self.log(f"pricing {v.key} failed: {dep.error}")
+        self._prices[v.key] = dep
+        return dep
+
+    # ---- quality: the expensive oracle --------------------------------------------------------
+    def quality(self, v: Variant) -> float | None:
+        key = self.content_key(v)
+        if key in self._quality:
+            return self._quality[key][0]
+        from profilers.techniques import apply, quality
+
+        t0 = time.perf_counter()
+        err = ""
+        try:
+            model = apply(self.base, self.space.techniques(v), self.workload, cache=self.cache, seed=self.seed)
+            q: float | None = float(quality(model, self.workload))
+        except Exception as e:  # the trial fails with its reason; the search goes on
+            q, err = None, f"{type(e).__name__}: {e}"
+        self.quality_calls += 1
+        self._quality[key] = (q, err)
+        if self._journal is not None:
+            with self._journal.open("a") as f:
+                f.write(json.dumps({"content": key, "variant": v.key, "quality": q, "error": err,
+                                    "seconds": time.perf_counter() - t0}) + "\n")
+        self.log(f"quality {v.key}: {q if q is not None else 'failed: ' + err}")
+        return q
+
+    def quality_error(self, v: Variant) -> str:
+        return self._quality.get(self.content_key(v), (None, ""))[1]
+
+    def known_quality(self, v: Variant) -> float | None:
+        return self._quality.get(self.content_key(v), (None, ""))[0]
+
+    def evaluated(self, v: Variant) -> bool:
+        return self.content_key(v) in self._quality
+
+    # ---- the result row -----------------------------------------------------------------------
+    def strategy(self, v: Variant, quality_source: str) -> Strategy:
+        dep = self.price(v)
+        comps = dict(dep.breakdown.components) if dep.breakdown is not None else {}
+        prov = []
+        if dep.projection is not None:
+            prov.append(dep.projection.provenance)
+        if dep.breakdown is not None:
+            prov.extend(getattr(dep.breakdown, "provenance", ()))
+        return Strategy(
+            variant=v.key, label=v.label, techniques=tuple(to_json_dict(t) for t in self.space.techniques(v)),
+            device=dep.device or "-", batch_size=dep.batch_size or 0,
+            replicas=int(getattr(dep.breakdown, "replicas", 0) or 0), cost_usd=dep.cost_usd,
+            quality=self.known_quality(v), quality_source=quality_source, cost_breakdown=comps, provenance=tuple(prov))

@@ -1,0 +1,171 @@
+"""SearchResult and InfeasibleError: what a search returns, and how it is shown.
+
+Computing is in :mod:`optimizer.search`; this module holds the data and renders it (text, JSON,
+pandas, HTML for Jupyter, matplotlib plots).
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from profilers._config import SigmastarError, dumps, serializable, to_json_dict
+
+from .space import Strategy
+
+__all__ = ["SearchResult", "InfeasibleError", "Trial"]
+
+
+@serializable("trial")
+@dataclass(frozen=True)
+class Trial:
+    """One variant as the search saw it."""
+
+    number: int
+    variant: str
+    label: str
+    cost_usd: float  # cheapest feasible deployment (inf: none)
+    device: str
+    batch_size: int
+    quality: float | None  # None: not evaluated, or failed
+    state: str  # "feasible", "below target", "no deployment", "failed", "not evaluated", "implied feasible"
+    error: str = ""
+
+
+@serializable("search_result")
+@dataclass(frozen=True)
+class SearchResult:
+    """The outcome of :func:`optimizer.search`.
+
+    ``best`` is the cheapest strategy meeting every constraint (None when none does);
+    ``baseline`` the unmodified model at its own cheapest deployment; ``pareto`` the strategies
+    no other beats on both cost and quality; ``trials`` every variant seen.
+    """
+
+    method: str
+    status: str  # "optimal", "best found" (a budget stopped it), "infeasible"
+    message: str
+    min_quality: float
+    best: Strategy | None
+    baseline: Strategy | None
+    pareto: tuple[Strategy, ...]
+    trials: tuple[Trial, ...]
+    quality_evaluations: int
+    seconds: float
+    certificate: tuple[dict, ...] = ()
+    violations: tuple[str, ...] = ()
+    closest: tuple[dict, ...] = ()  # when infeasible: the nearest candidates and what each missed
+
+    # ---- figures ------------------------------------------------------------------------------
+    @property
+    def savings_usd(self) -> dict[str, float] | None:
+        """Baseline minus best, per cost component and in total (positive = saved)."""
+        if self.best is None or self.baseline is None or not self.baseline.cost_breakdown:
+            return None
+        out = {c: self.baseline.cost_breakdown.get(c, 0.0) - self.best.cost_breakdown.get(c, 0.0)
+               for c in self.baseline.cost_breakdown}
+        out["total"] = self.baseline.cost_usd - self.best.cost_usd
+        return out
+
+    def trials_dataframe(self):
+        import pandas as pd
+
+        return pd.DataFrame([t.__dict__ for t in self.trials])
+
+    # ---- export -------------------------------------------------------------------------------
+    def to_json(self, **kw: Any) -> str:
+        return dumps(self, **kw)
+
+    def save(self, path: str | Path) -> Path:
+        p = Path(path)
+        p.write_text(self.to_json(indent=1))
+        return p
+
+    # ---- rendering ----------------------------------------------------------------------------
+    def summary_rows(self) -> list[tuple[str, str]]:
+        rows = [("status", f"{self.status}: {self.message}"), ("method", self.method),
+                ("quality target", f">= {self.min_quality:g}"),
+                ("quality evaluations", str(self.quality_evaluations)), ("seconds", f"{self.seconds:.1f}")]
+        for name, s in (("best", self.best), ("baseline", self.baseline)):
+            if s is not None:
+                q = "-" if s.quality is None else f"{s.quality:.4f} ({s.quality_source})"
+                rows.append((name, f"{s.label} on {s.device} x{s.replicas}, batch {s.batch_size}: "
+                                   f"${s.cost_usd:,.2f}, quality {q}"))
+        sv = self.savings_usd
+        if sv:
+            rows.append(("savings vs baseline", ", ".join(f"{k} ${v:,.2f}" for k, v in sv.items())))
+        return rows
+
+    def to_text(self) -> str:
+        rows = self.summary_rows()
+        w = max(len(k) for k, _ in rows)
+        lines = [f"{k:<{w}}  {v}" for k, v in rows]
+        lines.append("")
+        lines.append(f"{'variant':<34} {'cost $':>14} {'device':<12} {'batch':>5} {'quality':>8}  state")
+        for t in sorted(self.trials, key=lambda t: t.cost_usd):
+            q = "-" if t.quality is None else f"{t.quality:.4f}"
+            c = "inf" if math.isinf(t.cost_usd) else f"{t.cost_usd:,.2f}"
+            lines.append(f"{t.label[:34]:<34} {c:>14} {t.device:<12} {t.batch_size:>5} {q:>8}  {t.state}")
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        head = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th><td style='text-align:left'>"
+                       f"{html.escape(v)}</td></tr>" for k, v in self.summary_rows())
+        rows = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(str(x))}</td>" for x in (
+                t.label, "inf" if math.isinf(t.cost_usd) else f"{t.cost_usd:,.2f}", t.device, t.batch_size,
+                "-" if t.quality is None else f"{t.quality:.4f}", t.state)) + "</tr>"
+            for t in sorted(self.trials, key=lambda t: t.cost_usd))
+        return (f"<table>{head}</table><table><thead><tr><th>variant</th><th>cost $</th><th>device</th>"
+                f"<th>batch</th><th>quality</th><th>state</th></tr></thead><tbody>{rows}</tbody></table>")
+
+    def plot_pareto(self, ax=None):
+        """Cost vs quality of every evaluated variant; the Pareto front joined; the target dashed."""
+        import matplotlib.pyplot as plt
+
+        ax = ax or plt.subplots(figsize=(6, 4))[1]
+        pts = [t for t in self.trials if t.quality is not None and math.isfinite(t.cost_usd)]
+        ax.scatter([t.cost_usd for t in pts], [t.quality for t in pts], s=18, alpha=0.6, label="evaluated variants")
+        front = sorted(self.pareto, key=lambda s: s.cost_usd)
+        ax.plot([s.cost_usd for s in front], [s.quality for s in front], "o-", color="C1", label="Pareto front")
+        ax.axhline(self.min_quality, ls="--", color="gray", label="quality target")
+        if self.best is not None:
+            ax.scatter([self.best.cost_usd], [self.best.quality], marker="*", s=200, color="C3", label="best")
+        ax.set_xlabel("total cost (USD)")
+        ax.set_ylabel("quality")
+        ax.legend(fontsize=8)
+        return ax
+
+    def plot_components(self, ax=None):
+        """Stacked cost components of the baseline and the best strategy."""
+        import matplotlib.pyplot as plt
+
+        ax = ax or plt.subplots(figsize=(5, 4))[1]
+        cols = [(n, s) for n, s in (("baseline", self.baseline), ("best", self.best)) if s is not None and s.cost_breakdown]
+        comps = sorted({c for _, s in cols for c in s.cost_breakdown})
+        bottom = [0.0] * len(cols)
+        for c in comps:
+            vals = [s.cost_breakdown.get(c, 0.0) for _, s in cols]
+            ax.bar([n for n, _ in cols], vals, bottom=bottom, label=c)
+            bottom = [b + v for b, v in zip(bottom, vals)]
+        ax.set_ylabel("USD over the horizon")
+        ax.legend(fontsize=8)
+        return ax
+
+
+class InfeasibleError(SigmastarError):
+    """No strategy meets the constraints. ``.result`` holds everything the search found."""
+
+    def __init__(self, result: SearchResult) -> None:
+        self.result = result
+        lines = [f"no strategy meets quality >= {result.min_quality:g} with a feasible deployment "
+                 f"({result.quality_evaluations} quality evaluations)."]
+        for c in result.closest:
+            lines.append(f"  closest: {c['label']}: {c['missed']}")
+        lines.append("To fix: lower min_quality, widen the search space (milder compression, more devices or "
+                     "batch sizes), or relax the scenario's latency SLO.")
+        super().__init__("\n".join(lines))
