@@ -94,7 +94,7 @@ class Evaluator:
         if v.key in self._prices:
             return self._prices[v.key]
         from profilers import count_flops, measure, project
-        from profilers.projection import at_batch, calibrate
+        from profilers.projection import DEFAULT_EFFICIENCY, at_batch, calibrate
         from profilers.techniques import UnsupportedTechnique, apply
 
         dep = Deployment(variant=v, cost_usd=math.inf)
@@ -117,13 +117,18 @@ class Evaluator:
                     if dtype is None:
                         dep.options.append((spec.name, b, math.inf, f"{prof.dtype} unsupported on {spec.name}"))
                         continue
-                    proj = project(pb, spec, dtype, efficiency=eff, efficiency_source=src)
+                    # this CPU's efficiency is calibrated from the measurement; it says little about
+                    # other devices' kernels, which get the stated default (DEFAULT_EFFICIENCY)
+                    if spec.kind == "cpu":
+                        proj = project(pb, spec, dtype, efficiency=eff, efficiency_source=src)
+                    else:
+                        proj = project(pb, spec, dtype, efficiency=DEFAULT_EFFICIENCY)
                     tfig = proj if train else self._base_train_projection(d)
                     br = cm.estimate(proj, train_figures=tfig, model_name=f"{self.workload.name} [{v.label}]")
                     usd = br.total_usd if br.status == "ok" else math.inf
-                    dep.options.append((spec.name, b, usd, br.status if br.status == "ok" else br.message))
+                    dep.options.append((proj.device, b, usd, br.status if br.status == "ok" else br.message))
                     if usd < dep.cost_usd:
-                        dep.cost_usd, dep.device, dep.batch_size = usd, spec.name, b
+                        dep.cost_usd, dep.device, dep.batch_size = usd, proj.device, b
                         dep.breakdown, dep.projection = br, proj
         except UnsupportedTechnique as e:
             dep.error = str(e)
@@ -175,7 +180,7 @@ class Evaluator:
         if dep.breakdown is not None:
             prov.extend(getattr(dep.breakdown, "provenance", ()))
         return Strategy(
-            variant=v.key, label=v.label, techniques=tuple(to_json_dict(t) for t in self.space.techniques(v)),
+            variant=v.key, label=v.label, techniques=tuple(self.space.techniques(v)),
             device=dep.device or "-", batch_size=dep.batch_size or 0,
             replicas=int(getattr(dep.breakdown, "replicas", 0) or 0), cost_usd=dep.cost_usd,
             quality=self.known_quality(v), quality_source=quality_source, cost_breakdown=comps, provenance=tuple(prov))

@@ -156,7 +156,7 @@ class Strategy:
 
     variant: str  # Variant.key
     label: str
-    techniques: tuple[dict, ...]  # technique configs as JSON dicts
+    techniques: tuple[Any, ...]  # technique configs (Distill, Prune, Quantize), JSON-tagged when saved
     device: str
     batch_size: int
     replicas: int

@@ -21,6 +21,10 @@ _EXPORTS = {
     "DeviceSpec": ".hardware",
     "hardware": None,  # the module itself
     "Projection": ".projection",
+    "ParallelConfig": ".parallel",
+    "TransformerShape": ".parallel",
+    "workloads": None,
+    "techniques": None,
     "project": ".projection",
     "ConfigError": "._config",
     "SigmastarError": "._config",

@@ -61,7 +61,8 @@ def _device_description(dev: torch.device) -> tuple[str, str]:
     return "host", host_device_name()
 
 
-def _to(inputs: Any, dev: torch.device, dtype: torch.dtype) -> Any:
+def cast_inputs(inputs: Any, dev: torch.device, dtype: torch.dtype) -> Any:
+    """``inputs`` on ``dev``, floating tensors in ``dtype`` (integer ones, e.g. token ids, unchanged)."""
     def move(t: Any) -> Any:
         if isinstance(t, torch.Tensor):
             t = t.to(dev)
@@ -71,14 +72,14 @@ def _to(inputs: Any, dev: torch.device, dtype: torch.dtype) -> Any:
     return tree_map(move, inputs)
 
 
-def _leaves(t: torch.Tensor) -> list[torch.Tensor]:
+def tensor_leaves(t: torch.Tensor) -> list[torch.Tensor]:
     """The plain tensors holding ``t``'s data (a tensor subclass such as torchao's Int8Tensor
     stores its data in inner tensors: quantized values and scales)."""
     from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
     if is_traceable_wrapper_subclass(t):
         names, _ = t.__tensor_flatten__()
-        return [leaf for n in names for leaf in _leaves(getattr(t, n))]
+        return [leaf for n in names for leaf in tensor_leaves(getattr(t, n))]
     return [t]
 
 
@@ -88,7 +89,7 @@ def _bytes(tensors) -> int:
     for t in tensors:
         if not isinstance(t, torch.Tensor) or t.is_meta:
             continue
-        for leaf in _leaves(t):
+        for leaf in tensor_leaves(t):
             key = (leaf.untyped_storage().data_ptr(), leaf.device)
             if key not in seen:
                 seen.add(key)
@@ -246,8 +247,8 @@ def measure(model: torch.nn.Module | Workload, inputs: Any = None, *, batch_size
         net = net.to(TORCH_DTYPES[dtype])
     net = net.eval()
     dtype, tdtype = model_dtype(net)
-    x = _to(inputs, dev, tdtype)
-    y = _to(targets, dev, tdtype) if targets is not None else None
+    x = cast_inputs(inputs, dev, tdtype)
+    y = cast_inputs(targets, dev, tdtype) if targets is not None else None
     run_model(net, x, "measure")  # a clear error for bad shapes before anything is timed
 
     params = list(net.parameters())

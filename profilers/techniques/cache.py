@@ -12,6 +12,7 @@ import copy
 import hashlib
 import json
 import os
+import pickle
 import tempfile
 from pathlib import Path
 from typing import Any, Sequence
@@ -19,6 +20,7 @@ from typing import Any, Sequence
 import torch
 
 from .._config import to_json_dict
+from ..measurement import tensor_leaves
 
 __all__ = ["TechniqueCache", "default_cache"]
 
@@ -39,10 +41,10 @@ class TechniqueCache:
             h.update(name.encode())
             if isinstance(t, torch.Tensor):
                 h.update(f"{t.dtype}{tuple(t.shape)}".encode())
-                if not t.is_meta and type(t) is torch.Tensor:
-                    h.update(t.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-                else:
-                    h.update(repr(t).encode())
+                if t.is_meta:
+                    continue
+                for leaf in tensor_leaves(t):  # quantized tensors: their int8 data and scales
+                    h.update(leaf.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
         return h.hexdigest()
 
     @staticmethod
@@ -70,8 +72,17 @@ class TechniqueCache:
         if self.directory is not None:
             fd, tmp = tempfile.mkstemp(dir=self.directory, suffix=".tmp")
             os.close(fd)
-            torch.save(model, tmp)
-            os.replace(tmp, self.directory / f"{key}.pt")
+            try:
+                try:
+                    torch.save(model, tmp)
+                except (AttributeError, TypeError, pickle.PicklingError):
+                    # torchao sets an instance-level extra_repr (a functools.partial, which pickle
+                    # cannot name) on the Linear layers it quantizes; it only affects repr()
+                    torch.save(_without_instance_extra_repr(model), tmp)
+                os.replace(tmp, self.directory / f"{key}.pt")
+            finally:
+                if os.path.exists(tmp):
+                    os.remove(tmp)
 
     def _remember(self, key: str, model: torch.nn.Module) -> None:
         self._memory[key] = model
@@ -80,6 +91,13 @@ class TechniqueCache:
 
     def clear(self) -> None:
         self._memory.clear()
+
+
+def _without_instance_extra_repr(model: torch.nn.Module) -> torch.nn.Module:
+    m = copy.deepcopy(model)
+    for mod in m.modules():
+        mod.__dict__.pop("extra_repr", None)
+    return m
 
 
 _DEFAULT: TechniqueCache | None = None

@@ -36,11 +36,18 @@ def fidelity(model: torch.nn.Module, reference: torch.nn.Module, inputs: Any, *,
     or ``"cosine"`` (mean cosine similarity of the flattened outputs per sample)."""
     if kind not in ("top1", "cosine"):
         raise invalid("fidelity", "kind", "'top1' or 'cosine'", kind)
+    from ..measurement import cast_inputs, model_dtype
+
     model.eval()
     reference.eval()
+
+    def run(m: torch.nn.Module) -> torch.Tensor:  # each model gets inputs in its own dtype
+        p = next(iter(m.parameters()), None)
+        dev = p.device if p is not None else torch.device("cpu")
+        return output_tensor(call_model(m, cast_inputs(inputs, dev, model_dtype(m)[1]))).float()
+
     with torch.no_grad():
-        a = output_tensor(call_model(model, inputs)).float()
-        b = output_tensor(call_model(reference, inputs)).float()
+        a, b = run(model), run(reference)
     if kind == "top1":
         return float((a.argmax(-1) == b.argmax(-1)).float().mean())
     return float(F.cosine_similarity(a.flatten(1), b.flatten(1), dim=-1).mean())

@@ -24,7 +24,7 @@ from typing import ClassVar
 
 import torch
 
-from .._config import check_choice, serializable
+from .._config import check_choice, invalid, serializable
 from .base import ApplyRecord, Context, Technique, UnsupportedTechnique, register
 
 __all__ = ["Quantize", "MODES"]
@@ -51,7 +51,7 @@ class Quantize(Technique):
     def __post_init__(self) -> None:
         check_choice("Quantize", "mode", self.mode, MODES)
         if not isinstance(self.compile, bool):
-            check_choice("Quantize", "compile", self.compile, (True, False))
+            raise invalid("Quantize", "compile", "True or False", self.compile)
 
     @property
     def bits(self) -> int:
@@ -76,7 +76,8 @@ def _apply_quantize(model: torch.nn.Module, t: Quantize, ctx: Context):
         notes.append(f"all floating parameters and buffers cast to {t.mode}")
     else:
         if n_linear == 0:
-            raise UnsupportedTechnique(t, type(model).__name__, "the model has no nn.Linear layer for torchao to quantize")
+            raise UnsupportedTechnique(t, _device_name(ctx.device), f"{type(model).__name__} has no nn.Linear layer "
+                                       "for torchao to quantize")
         try:
             import torchao.quantization as tq
         except ImportError as e:  # pragma: no cover - torchao is a dependency

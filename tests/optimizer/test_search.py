@@ -1,0 +1,140 @@
+"""optimizer.search on the real digits workload (small spaces, so the whole file stays quick)."""
+
+import json
+import math
+
+import pytest
+
+from cost_models import CostModel, Scenario, ServingPlan, TrainingPlan
+from optimizer import InfeasibleError, SearchResult, SearchSpace, search
+from profilers import workloads
+from profilers._config import ConfigError, loads
+
+
+@pytest.fixture(scope="module")
+def wl():
+    return workloads.get("digits")
+
+
+@pytest.fixture(scope="module")
+def cost_model():
+    # bulk scanning: 100 digits a request at 100k requests/s at peak, so serving needs several
+    # GPUs and compression can pay for its engineering hours
+    return CostModel(Scenario(
+        serving=ServingPlan(avg_requests_per_s=50_000, peak_requests_per_s=100_000, samples_per_request=100,
+                            latency_slo_s=0.05, horizon_months=12),
+        training=TrainingPlan(samples_per_epoch=1347, epochs=15)))
+
+
+# GPUs only: on this tiny model the host CPU is the cheapest server of all, and nothing pays back
+# its engineering hours there
+SPACE = SearchSpace(prune_amount=(0.0, 0.5), quantize=("none", "int8_dynamic"), finetune_steps=100,
+                    devices=("T4", "H100-SXM"), batch_sizes=(16, 64))
+
+
+@pytest.fixture(scope="module")
+def exhaustive(wl, cost_model, tmp_path_factory):
+    out = tmp_path_factory.mktemp("exhaustive")
+    return search(wl, SPACE, cost_model, min_quality=0.95, method="exhaustive", output_dir=out,
+                  profile_time_cap_s=0.2), out
+
+
+def test_exhaustive_evaluates_every_priced_variant_and_beats_the_baseline(exhaustive):
+    res, out = exhaustive
+    assert res.status == "optimal"
+    assert res.quality_evaluations == sum(1 for t in res.trials if math.isfinite(t.cost_usd))
+    # ground truth: the cheapest variant whose measured quality meets the target
+    feasible = [t for t in res.trials if t.quality is not None and t.quality >= 0.95]
+    assert res.best.cost_usd == min(t.cost_usd for t in feasible)
+    assert res.best.quality >= 0.95 and res.best.quality_source == "measured"
+    # the done-when figure: cheaper than the fp32 baseline, savings broken down by component
+    assert res.baseline is not None and res.best.cost_usd < res.baseline.cost_usd
+    sv = res.savings_usd
+    assert set(sv) >= {"hardware", "train_deploy", "data", "human", "total"}
+    assert sv["total"] == pytest.approx(sum(v for k, v in sv.items() if k != "total"))
+    assert (out / "results.json").exists() and (out / "evaluations.jsonl").exists()
+
+
+def test_lazy_matches_exhaustive_with_fewer_evaluations(wl, cost_model, exhaustive, tmp_path):
+    ex, _ = exhaustive
+    res = search(wl, SPACE, cost_model, min_quality=0.95, method="lazy", profile_time_cap_s=0.2)
+    assert res.best.variant == ex.best.variant
+    assert res.quality_evaluations <= ex.quality_evaluations
+    assert res.certificate and res.certificate[0]["evaluated"]
+    # every variant cheaper than the answer is accounted for by the certificate
+    accounted = {k for c in res.certificate for k in [c["evaluated"], *c["ruled_out"], *c["proven_feasible"]]}
+    for t in res.trials:
+        if t.cost_usd < res.best.cost_usd:
+            assert t.variant in accounted
+
+
+def test_resume_reuses_finished_evaluations(wl, cost_model, exhaustive):
+    _, out = exhaustive
+    lines_before = (out / "evaluations.jsonl").read_text().count("\n")
+    res = search(wl, SPACE, cost_model, min_quality=0.95, method="exhaustive", output_dir=out, profile_time_cap_s=0.2)
+    assert (out / "evaluations.jsonl").read_text().count("\n") == lines_before  # nothing re-trained
+    assert res.best.variant == exhaustive[0].best.variant
+
+
+def test_tpe_persists_in_a_journal_and_resumes(wl, cost_model, tmp_path):
+    res = search(wl, SPACE, cost_model, min_quality=0.95, method="tpe", n_trials=3, output_dir=tmp_path,
+                 profile_time_cap_s=0.2)
+    assert (tmp_path / "study.journal").exists()
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    storage = optuna.storages.JournalStorage(JournalFileBackend(str(tmp_path / "study.journal")))
+    (summary,) = optuna.get_all_study_summaries(storage)
+    assert summary.n_trials == 3
+    search(wl, SPACE, cost_model, min_quality=0.95, method="tpe", n_trials=5, output_dir=tmp_path,
+           profile_time_cap_s=0.2)
+    (summary,) = optuna.get_all_study_summaries(storage)
+    assert summary.n_trials == 5  # 3 kept + 2 new, none lost
+    assert res.best is None or res.best.quality >= 0.95
+
+
+def test_infeasible_names_the_closest_candidates(wl, cost_model):
+    with pytest.raises(InfeasibleError) as e:
+        search(wl, SearchSpace(quantize=("none",), devices=("T4",), batch_sizes=(16,)), cost_model,
+               min_quality=1.01, method="exhaustive", profile_time_cap_s=0.2)
+    msg = str(e.value)
+    assert "no strategy meets quality >= 1.01" in msg and "closest: baseline (as trained): quality" in msg
+    assert "To fix:" in msg
+    assert e.value.result.status == "infeasible" and e.value.result.trials
+
+
+def test_a_variant_that_cannot_be_built_fails_alone(wl, cost_model):
+    # int4 needs kernels this CPU lacks: that variant fails with its reason, the search goes on
+    space = SearchSpace(quantize=("none", "int4_weight_only"), devices=("T4",), batch_sizes=(16,))
+    res = search(wl, space, cost_model, min_quality=0.9, method="exhaustive", profile_time_cap_s=0.2)
+    failed = [t for t in res.trials if t.state == "failed"]
+    assert len(failed) == 1 and "unsupported" in failed[0].error
+    assert res.best is not None and res.best.variant == "w1-p0-qnone"
+
+
+def test_result_exports(exhaustive, tmp_path):
+    res, _ = exhaustive
+    again = loads(res.to_json())
+    assert isinstance(again, SearchResult) and again.best == res.best
+    df = res.trials_dataframe()
+    assert len(df) == len(res.trials) and {"cost_usd", "quality", "state"} <= set(df.columns)
+    assert "<table>" in res._repr_html_() and res.best.label in res.to_text()
+    import matplotlib
+
+    matplotlib.use("Agg")
+    res.plot_pareto().figure.savefig(tmp_path / "pareto.png")
+    res.plot_components().figure.savefig(tmp_path / "components.png")
+    assert (tmp_path / "pareto.png").stat().st_size > 1000
+
+
+def test_validation_messages(wl, cost_model):
+    with pytest.raises(ConfigError, match=r"^search.method must be one of 'lazy', 'exhaustive'"):
+        search(wl, SPACE, cost_model, min_quality=0.9, method="grid")
+    with pytest.raises(ConfigError, match=r"^search.min_quality must be a finite number; got nan."):
+        search(wl, SPACE, cost_model, min_quality=float("nan"))
+    with pytest.raises(ConfigError, match=r"^SearchSpace.prune_amount must be fractions in \[0, 1\)"):
+        SearchSpace(prune_amount=(1.0,))
+    with pytest.raises(ConfigError, match=r"^hardware.device must be one of"):
+        SearchSpace(devices=("TPU-v9",))
+    with pytest.raises(ConfigError, match=r"^SearchSpace.quantize must be one of 'none', 'bf16'"):
+        SearchSpace(quantize=("int3",))
