@@ -16,7 +16,13 @@ def _digits() -> Workload:
     return workload()
 
 
-_BUILTIN: dict[str, Callable[[], Workload]] = {"digits": _digits}
+def _minilm() -> Workload:
+    from .minilm import workload
+
+    return workload()
+
+
+_BUILTIN: dict[str, Callable[[], Workload]] = {"digits": _digits, "minilm": _minilm}
 
 
 def names() -> list[str]:
