@@ -15,6 +15,13 @@ _EXPORTS = {
     "SearchResult": ".result",
     "InfeasibleError": ".result",
     "lazy_search": ".lazy",
+    "solve_layerwise": ".layerwise",
+    "LayerOption": ".layerwise",
+    "LayerwiseResult": ".layerwise",
+    "plan_fleet": ".fleet",
+    "FleetPlan": ".fleet",
+    "Demand": ".fleet",
+    "DeviceOffer": ".fleet",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -180,7 +180,7 @@ def _model(demands, offers, sharing, maximize: int | None = None):
         clo, chi = np.zeros(ncol), np.concatenate([cap, np.full(len(pairs), np.inf)])
         serve = {m: [(D + k, thr[d, m] / qps[m]) for k, (d, mm) in enumerate(pairs) if mm == m] for m in range(M)}
         for d in range(D):
-            add_row([(D + k, 1.0) for k, (dd, _) in enumerate(pairs) if dd == d] + [(d, -2.0)], -np.inf, 0.0)
+            add_row([(D + k, 1.0) for k, (dd, _) in enumerate(pairs) if dd == d] + [(d, -1.0)], -np.inf, 0.0)
     for m in range(M):
         if m == maximize:  # served QPS of m, as a fraction of its demand, capped at 1
             add_row(serve[m], -np.inf, 1.0)
@@ -274,7 +274,8 @@ def plan_fleet(
         return FleetPlan("not_solved", f"No plan found ({solver}: {out.raw_status}).", max_qps={}, unmet=(),
                          solve_s=time.perf_counter() - t0, mip_gap=None, **empty, **common)
     plan = _read_plan(demands, offers, sharing, mod, out.x)
-    what = "Optimal" if out.status == "optimal" else f"Stopped before proving optimality (gap {out.gap})"
+    gap = "unknown" if out.gap is None else f"{out.gap:.3g}"
+    what = "Optimal" if out.status == "optimal" else f"Stopped before proving optimality (gap {gap})"
     fleet = ", ".join(f"{n} x {d}" for d, n in plan["devices"].items() if n)
     msg = f"{what}: {fleet} for ${plan['usd_per_hour']:.4g}/hour ({sharing})."
     return FleetPlan(out.status, msg, max_qps={}, unmet=(), solve_s=time.perf_counter() - t0,

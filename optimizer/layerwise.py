@@ -8,7 +8,8 @@ total sensitivity. ``same_choice`` groups (residual pairs) must pick the same ch
 
 Formulations (``formulation=``):
 
-* ``"plain"``: one binary per (layer, choice), one row per layer, one per cap, to a MILP solver.
+* ``"plain"``: one binary per (layer, choice), one row per layer, one per cap, to a MILP solver
+  (a same_choice group is one item in every formulation: one binary per (group, choice)).
 * ``"reduced"``: the same after merging each same_choice group into one item (summed costs) and
   dropping options dominated in the objective and every capped term (exact: a dominated option can
   be swapped for its dominator without losing feasibility or objective).
@@ -39,7 +40,7 @@ import numpy as np
 
 from profilers._config import check_non_negative, invalid, serializable
 
-from ._solver import MILP_SOLVERS, STATUSES, solve_milp
+from ._solver import MILP_SOLVERS, solve_milp
 
 __all__ = ["LayerOption", "LayerwiseCandidate", "LayerwiseResult", "solve_layerwise", "FORMULATIONS"]
 
@@ -398,9 +399,14 @@ def _join(A, B, sl, lam, G, Gq, ftol, deadline):
     fks = fkey[order]
     frac = 0.5 * np.clip((Gm - DA) / Gm, 0.0, 1.0) + 1e-7
     thr = Gqm - FA - float(lam @ sl)  # value - L = FA + FB + lam @ sl <= Gq
+    # queries sorted by cell (and D): every offset shifts the cell key by a constant, so the needles
+    # stay sorted and searchsorted walks the arrays in order instead of jumping around
+    q0 = ((kR - lo) * mult).sum(1) if dims else np.zeros(NA, np.int64)
+    perm = np.lexsort((-frac, q0))
+    q0, frac, thr, R, FA = q0[perm], frac[perm], thr[perm], R[perm], FA[perm]
     ranges = []
     for offs in itertools.product((0, -1), repeat=len(dims)):
-        q = ((kR + np.array(offs, np.int64) - lo) * mult).sum(1) if dims else np.zeros(NA, np.int64)
+        q = q0 + int(np.dot(np.array(offs, np.int64), mult)) if dims else q0
         pos = np.minimum(np.searchsorted(uniq, q), len(uniq) - 1)
         l = np.searchsorted(fks, pos.astype(float), "left")
         h = np.searchsorted(fks, pos + frac, "right")
@@ -427,7 +433,7 @@ def _join(A, B, sl, lam, G, Gq, ftol, deadline):
                     val = FA[qi] + FB[bi]
                     k = int(np.argmin(val))
                     if val[k] < best[0]:
-                        best = (float(val[k]), int(qi[k]), int(bi[k]))
+                        best = (float(val[k]), int(perm[qi[k]]), int(bi[k]))
             a0 = a1
             if deadline is not None and time.perf_counter() > deadline:
                 return best, npairs, "timeout"

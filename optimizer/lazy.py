@@ -26,8 +26,8 @@ stays exact.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Callable, Hashable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Callable, Hashable, Sequence
 
 from profilers._config import invalid
 

@@ -7,13 +7,12 @@ pandas, HTML for Jupyter, matplotlib plots).
 from __future__ import annotations
 
 import html
-import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from profilers._config import SigmastarError, dumps, serializable, to_json_dict
+from profilers._config import SigmastarError, dumps, serializable
 
 from .space import Strategy
 

@@ -10,7 +10,6 @@ enumeration, for every model variant; quality, the expensive part, is evaluated 
 from __future__ import annotations
 
 import itertools
-import math
 from dataclasses import dataclass, field
 from typing import Any
 

@@ -22,8 +22,8 @@ op signature (:attr:`FlopCount.ops`), which the roofline projection uses.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping
 
 import torch
 from torch.utils import flop_counter as fc

@@ -8,7 +8,7 @@ device (no execution), torch <ver>".
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from typing import Sequence
 
 from ._config import dumps, invalid, loads, serializable

@@ -20,7 +20,7 @@ Memory is carried over from the profile, scaled by the dtype's byte ratio.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 from ._config import invalid, serializable

@@ -6,7 +6,7 @@ import math
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from optimizer.lazy import LazyVariant, dominates, lazy_search
+from optimizer.lazy import LazyVariant, lazy_search
 from profilers._config import ConfigError
 
 

@@ -1,6 +1,5 @@
 """optimizer.search on the real digits workload (small spaces, so the whole file stays quick)."""
 
-import json
 import math
 
 import pytest

@@ -16,32 +16,13 @@ from hypothesis import strategies as st
 from torch import nn
 from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
-from profilers import measure, workloads
+from profilers import measure
 from profilers._config import ConfigError, dumps, loads, to_json_dict
 from profilers.techniques import (ApplyRecord, Distill, MixedPrecision, Prune, Quantize, TechniqueCache, apply,
                                   from_json, records)
 from profilers.techniques import pruning as pruning_module
-from profilers.workload import Workload
 
 ORDER = "in the order distill -> prune -> quantize -> mixed precision"
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def wl() -> Workload:
-    return workloads.get("digits")
-
-
-@pytest.fixture(scope="module")
-def base(wl):
-    return wl.build()
 
 
 @pytest.fixture

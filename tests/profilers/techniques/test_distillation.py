@@ -47,16 +47,6 @@ def same_state(m: nn.Module, before: dict[str, torch.Tensor]) -> bool:
     return now.keys() == before.keys() and all(torch.equal(now[k], before[k]) for k in before)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread for this module (restored after): on shared cores, two spinning OpenMP
-    threads per process slowed this file ~5x (measured 249 s vs 49 s for both files at load ~4)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 @pytest.fixture(scope="module")
 def digits():
     wl = workloads.get("digits")

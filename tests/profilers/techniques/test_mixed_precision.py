@@ -8,28 +8,9 @@ import pytest
 import torch
 from torch import nn
 
-from profilers import measure, workloads
+from profilers import measure
 from profilers.techniques import MixedPrecision, Quantize, apply, quality, records
 from profilers.techniques.mixed_precision import AutocastModule
-from profilers.workload import Workload
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def wl() -> Workload:
-    return workloads.get("digits")
-
-
-@pytest.fixture(scope="module")
-def base(wl):
-    return wl.build()
 
 
 def amp(model, dtype, wl=None):

@@ -10,32 +10,13 @@ import os
 import pytest
 import torch
 
-from profilers import count_flops, measure, workloads
+from profilers import count_flops, measure
 from profilers._config import dumps, loads
 from profilers.techniques import Prune, apply, from_json, records
 from profilers.techniques.pruning import group_norm, l1_norm, sparse_storage_bytes
 from profilers.workload import Workload
 
 PRUNED = ("features.0", "features.2", "classifier.1")  # every Linear/Conv but the output layer
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models on 2 shared cores: one intra-op thread is ~30x faster than two under load."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def wl() -> Workload:
-    return workloads.get("digits")
-
-
-@pytest.fixture(scope="module")
-def base(wl):
-    return wl.build()
 
 
 def prune(model, wl, **kw):

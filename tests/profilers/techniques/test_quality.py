@@ -8,27 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from profilers import workloads
 from profilers.techniques import Quantize, apply, fidelity, quality
 from profilers.workload import Workload
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
-@pytest.fixture(scope="module")
-def wl() -> Workload:
-    return workloads.get("digits")
-
-
-@pytest.fixture(scope="module")
-def base(wl):
-    return wl.build()
 
 
 class Lambda(nn.Module):

@@ -14,20 +14,10 @@ import torch
 from torch import nn
 from torch.utils._python_dispatch import is_traceable_wrapper_subclass
 
-from profilers import count_flops, measure, workloads
+from profilers import count_flops, measure
 from profilers.host import host_device_name
 from profilers.techniques import Quantize, TechniqueCache, UnsupportedTechnique, apply, quality, records
 from profilers.techniques.quantization import MODES
-from profilers.workload import Workload
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Small models on 2 shared cores: one intra-op thread avoids oversubscription."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 def make_mlp() -> nn.Module:
@@ -43,11 +33,6 @@ def mlp() -> nn.Module:
 @pytest.fixture(scope="module")
 def x() -> torch.Tensor:
     return torch.randn(8, 512, generator=torch.Generator().manual_seed(1))
-
-
-@pytest.fixture(scope="module")
-def wl() -> Workload:
-    return workloads.get("digits")
 
 
 @pytest.fixture(scope="module")
