@@ -2,7 +2,7 @@
 against profilers.parallel's prediction for the same layout on this host.
 
     python benchmarks/ddp_measure.py              # measure and print
-    python benchmarks/ddp_measure.py --shapes 4x128,1x32 --write   # as in RESULTS_parallel.md
+    python benchmarks/ddp_measure.py --shapes 4x128,1x32 --write   # as in results/parallel.md
 
 The model is a GPT-2-layout transformer in plain torch (so ``TransformerShape(layout="gpt")``
 counts its parameters exactly; checked at start). Each rank runs one thread (the machine's cores
@@ -36,7 +36,7 @@ import torch.nn.functional as F
 from profilers.hardware import DeviceSpec
 from profilers.parallel import ParallelConfig, TimeModel, TransformerShape, memory_per_device, step_time
 
-RESULTS = Path(__file__).with_name("RESULTS_parallel.md")
+RESULTS = Path(__file__).parent / "results" / "parallel.md"
 COMMAND = "python benchmarks/ddp_measure.py --shapes 4x128,1x32 --write"
 
 

@@ -1,6 +1,6 @@
 """FLOP exactness: count_flops / analyze against hand and analytic counts.
 
-    HF_HUB_OFFLINE=1 python benchmarks/flop_exactness.py [--out benchmarks/RESULTS_flops.md]
+    HF_HUB_OFFLINE=1 python benchmarks/flop_exactness.py [--out benchmarks/results/flops.md]
 
 Prints a markdown table (model, config, mode, counted FLOPs, analytic FLOPs, error %) and writes it,
 with the command and versions, to ``--out``. FLOP = 2 per multiply-add. "no_grad" is one forward
@@ -256,7 +256,7 @@ EXPLAIN = {
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "RESULTS_flops.md"))
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "flops.md"))
     args = ap.parse_args()
     torch.manual_seed(0)
     t0 = time.perf_counter()
@@ -266,7 +266,7 @@ def main() -> None:
     language()
     seconds = time.perf_counter() - t0
     command = "HF_HUB_OFFLINE=1 python benchmarks/flop_exactness.py" + (
-        f" --out {args.out}" if Path(args.out).resolve() != (ROOT / "benchmarks" / "RESULTS_flops.md") else "")
+        f" --out {args.out}" if Path(args.out).resolve() != (ROOT / "benchmarks" / "results" / "flops.md") else "")
     text = render(command, seconds)
     Path(args.out).write_text(text)
     print()

@@ -12,7 +12,7 @@ Families:
            bytes = params * w / 8, bops = MACs * w * a; sensitivity = h * 4^(-w/2) + g * 4^(-a/4)
            with log-normal per-layer h, g, params, MACs and +-25 % noise; caps at 30 % of the way
            from the least to the largest achievable total.
-Writes benchmarks/RESULTS_layerwise.md (a section to merge into RESULTS.md) unless --no-write.
+Writes benchmarks/results/layerwise.md (a section to merge into RESULTS.md) unless --no-write.
 """
 
 from __future__ import annotations
@@ -193,7 +193,7 @@ def write(args, variants, families, rows, summary, disagreements) -> None:
             f"Load average when the run ended: {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
             "(a shared machine: absolute times are noisy; every variant ran on the same instances in one run).",
             "", *NOTES, ""]
-    path = Path(__file__).with_name("RESULTS_layerwise.md")
+    path = Path(__file__).parent / "results" / "layerwise.md"
     path.write_text("\n".join(out))
     print(f"wrote {path}")
 

@@ -2,7 +2,7 @@
 
     python benchmarks/megatron_validation.py            # print the tables
     python benchmarks/megatron_validation.py --fit      # also scan the efficiency constant
-    python benchmarks/megatron_validation.py --write    # (re)write its sections of RESULTS_parallel.md
+    python benchmarks/megatron_validation.py --write    # (re)write its sections of results/parallel.md
 
 Published figures and where they come from:
 
@@ -55,7 +55,7 @@ from profilers.parallel import (
     enumerate_configs, evaluate, layer_time, megatron_flops, memory_per_device, plan, step_time,
 )
 
-RESULTS = Path(__file__).with_name("RESULTS_parallel.md")
+RESULTS = Path(__file__).parent / "results" / "parallel.md"
 COMMAND = "python benchmarks/megatron_validation.py --write"
 V, S = 51200, 2048
 

@@ -5,7 +5,7 @@
 2. analyze() wall time and peak RSS for the Llama-2-7B and -70B configs, each in a fresh
    subprocess (so the RSS is analyze's own, imports included).
 
-    python benchmarks/profilers_bench.py [--out benchmarks/RESULTS_profilers.md]
+    python benchmarks/profilers_bench.py [--out benchmarks/results/profilers.md]
 """
 
 from __future__ import annotations
