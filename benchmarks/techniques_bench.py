@@ -1,5 +1,5 @@
 """Each technique's measured effect on both real workloads: FLOPs, parameters, serialized size
-(dense, and sparse CSR where weights have zeros), latency, peak memory and quality.
+(dense, and sparse (values + 1-bit mask) where weights have zeros), latency, peak memory and quality.
 
     python benchmarks/techniques_bench.py [--out benchmarks/results/techniques.md] [--only digits|minilm]
 
@@ -84,7 +84,7 @@ def render(name: str, rows: list[dict]) -> list[str]:
     def mb(x):
         return "-" if x is None else f"{x / 1e6:.3f} MB"
 
-    lines = [f"### {name}", "", "| technique | FLOPs/batch | params | state_dict (sparse CSR) | latency | train step | "
+    lines = [f"### {name}", "", "| technique | FLOPs/batch | params | state_dict (sparse: values + bitmask) | latency | train step | "
              "peak mem infer / train | quality | training steps | accelerated here |", "|---|---|---|---|---|---|---|---|---|---|"]
     for r in rows:
         if "error" in r:
@@ -116,7 +116,7 @@ def main() -> None:
         lines += render("all-MiniLM-L6-v2 (quality: cosine fidelity to the original embeddings)",
                         rows_for("minilm", minilm_techniques()))
     lines += ["Reading the table: unstructured pruning leaves dense FLOPs and latency unchanged (dense kernels) while "
-              "its CSR storage shrinks; structured pruning and distillation shrink the dense model itself; torchao "
+              "its sparse storage (values + bitmask) shrinks; structured pruning and distillation shrink the dense model itself; torchao "
               "int8 shrinks Linear weights about 4x (convolutions and embeddings keep fp32); on this CPU, int8 "
               "dynamic runs torchao's eager path and int4 has no kernel (reported, never replaced).", ""]
     text = "\n".join(lines)
