@@ -1,5 +1,10 @@
 """The ``sigmastar`` command line.
 
+    sigmastar search                       # the bundled digits job: train, search, write runs/digits/report.md
+    sigmastar search examples/minilm.toml --output runs/minilm    # a job file; the same command resumes
+    sigmastar whatif                       # Llama-2-7B/70B served and trained across the GPU catalog
+    sigmastar report runs/digits           # render the report again from results.json and run.json
+    sigmastar worker job.toml --storage postgresql://...   # join an Optuna search on a shared storage
     sigmastar profile                      # measure the bundled digits CNN here, project onto GPUs
     sigmastar profile --config llama-2-7b --seq-len 4096 --devices A100-80GB,H100-SXM --dtype bf16
     sigmastar catalog                      # the device catalog with sources and dates
@@ -8,6 +13,7 @@
 from __future__ import annotations
 
 import argparse
+import io
 import json
 import sys
 from pathlib import Path
@@ -88,6 +94,162 @@ def _cmd_catalog(args: argparse.Namespace) -> int:
     return 0
 
 
+_OPTUNA_METHODS = ("tpe", "random", "nsga2")
+
+
+def _err(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def _load(args: argparse.Namespace, kind: str):
+    from profilers._config import ConfigError
+
+    from .jobs import default_job_path, load_job
+
+    path = Path(args.job) if args.job else default_job_path(kind)
+    job = load_job(path)
+    if job.kind != kind:
+        other = "whatif" if job.kind == "whatif" else "search"
+        raise ConfigError(f"job.kind must be {kind!r} for `sigmastar {args.command}`; got {job.kind!r} "
+                          f"(run it with `sigmastar {other} {path}`).")
+    return job, path
+
+
+def _progress(job, args: argparse.Namespace):
+    from .progress import SearchProgress
+
+    return SearchProgress(method=job.method, min_quality=job.min_quality, variants=job.space.size,
+                          n_trials=job.n_trials if job.method in _OPTUNA_METHODS else None, timeout_s=job.timeout_s,
+                          max_evaluations=job.max_evaluations, verbose=args.verbose,
+                          stream=io.StringIO() if args.quiet else sys.stderr)
+
+
+def _resume_note(out: Path) -> str:
+    from .jobs import finished_evaluations
+
+    n = finished_evaluations(out)
+    if n:
+        return (f"resuming in {out}: {n} quality evaluation{'s' if n != 1 else ''} already finished there "
+                "(evaluations.jsonl) will be reused, not re-run")
+    if (out / "study.journal").exists():
+        return f"resuming in {out}: the Optuna study in study.journal continues"
+    return ""
+
+
+def _summary(result, files: dict) -> list[str]:
+    lines = []
+    for k, v in result.summary_rows():
+        lines.append(f"{k:<20} {v}")
+    lines.append(f"{'report':<20} {files['report']}")
+    return lines
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from .jobs import finished_evaluations, run_search
+    from .report import write_search_report
+
+    job, path = _load(args, "search")
+    if args.storage and job.method not in _OPTUNA_METHODS:
+        from profilers._config import ConfigError
+
+        raise ConfigError(f"search.--storage must be absent with method {job.method!r} (Optuna storage is for "
+                          f"'tpe', 'random' and 'nsga2'); got {args.storage!r}.")
+    out = Path(args.output or job.output)
+    _err(f"sigmastar search: job {job.name!r} ({path}) -> {out}/")
+    note = _resume_note(out)
+    if note:
+        _err(note)
+    prog = _progress(job, args)
+    prog.show()
+    try:
+        run = run_search(job, out, storage=args.storage, progress=prog.on_progress, log=prog.on_log)
+    except KeyboardInterrupt:
+        prog.close()
+        n = finished_evaluations(out)
+        import shlex
+
+        again = shlex.join(["sigmastar", "search"] + ([args.job] if args.job else [])
+                           + (["--output", args.output] if args.output else [])
+                           + (["--storage", args.storage] if args.storage else []))
+        _err(f"sigmastar search: interrupted. {n} finished quality evaluation{'s are' if n != 1 else ' is'} saved "
+             f"in {out / 'evaluations.jsonl'}" + (" (and the finished trials in the Optuna storage)"
+                                                  if job.method in _OPTUNA_METHODS else "")
+             + f"; run the same command to resume: {again}")
+        return 130
+    prog.close()
+    if run.resumed:
+        _err(f"resumed: reused {run.evaluations_before} finished evaluations, ran "
+             f"{run.evaluations_after - run.evaluations_before} new")
+    files = write_search_report(run, out)
+    print("\n".join(_summary(run.result, files)))
+    if run.result.best is None:
+        from .result import InfeasibleError
+
+        _err(f"sigmastar search: {InfeasibleError(run.result)}")
+        return 1
+    return 0
+
+
+def _cmd_worker(args: argparse.Namespace) -> int:
+    from profilers._config import ConfigError
+
+    from .jobs import finished_evaluations, run_search
+
+    job, path = _load(args, "search")
+    if job.method not in _OPTUNA_METHODS:
+        raise ConfigError(f"job.search.method must be one of {', '.join(map(repr, _OPTUNA_METHODS))} for a worker "
+                          f"(workers share an Optuna study); got {job.method!r}.")
+    out = Path(args.output or job.output)
+    _err(f"sigmastar worker: job {job.name!r} ({path}), study on {args.storage}, evaluations in {out}/")
+    note = _resume_note(out)
+    if note:
+        _err(note)
+    prog = _progress(job, args)
+    before = finished_evaluations(out)
+    try:
+        run = run_search(job, out, storage=args.storage, progress=prog.on_progress, log=prog.on_log, analyze=False)
+    except KeyboardInterrupt:
+        prog.close()
+        _err(f"sigmastar worker: interrupted; finished trials are in the study and "
+             f"{finished_evaluations(out) - before} new evaluations in {out / 'evaluations.jsonl'}")
+        return 130
+    prog.close()
+    res = run.result
+    print(f"worker done: {run.evaluations_after - before} new quality evaluations here; this worker's best: "
+          + (f"{res.best.label} on {res.best.device} (${res.best.cost_usd:,.2f})" if res.best else "none"))
+    print(f"when every worker is done: sigmastar search {path} --storage {args.storage} --output {out}")
+    return 0
+
+
+def _cmd_whatif(args: argparse.Namespace) -> int:
+    from .jobs import environment, run_whatif
+    from .report import write_whatif_report
+
+    job, path = _load(args, "whatif")
+    out = Path(args.output or job.output)
+    _err(f"sigmastar whatif: job {job.name!r} ({path}) -> {out}/")
+    res = run_whatif(job, log=(lambda m: _err(m)) if not args.quiet else None)
+    files = write_whatif_report(res, job, out, environment())
+    for p in res.plans:
+        if p["status"] == "ok":
+            train = (f"train on {p['train_devices']} x {p['train_device']} ({p['train_layout']})"
+                     if p.get("train_device") else "no training")
+            print(f"{p['model']:<14} serve on {p['serve_device']} {p['serve_dtype']} x {p['replicas']}, {train}: "
+                  f"${p['total_usd']:,.2f}")
+        else:
+            print(f"{p['model']:<14} {p['status']}: {p.get('message', '')}")
+    print(f"report: {files['report']}")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import rerender
+
+    files = rerender(args.run_dir)
+    print(f"wrote {', '.join(str(p) for k, p in files.items() if k not in ('results', 'run', 'whatif'))}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sigmastar", description="Find the cheapest way to train and serve a model "
                                 "at the quality you need.")
@@ -116,13 +278,74 @@ def build_parser() -> argparse.ArgumentParser:
     ca.add_argument("--host", action="store_true", help="also detect and measure this machine's CPU")
     ca.add_argument("--device-file", action="append", help="extra devices TOML (repeatable)")
     ca.set_defaults(func=_cmd_catalog)
+
+    se = sub.add_parser("search", help="run a search job (default: the bundled digits job)",
+                        description="Run a search job: build the workload, search the space for the cheapest "
+                        "strategy at the quality target, and write results.json, trials.csv, report.md and plots "
+                        "to the output folder. Ctrl-C stops it and keeps every finished evaluation; the same "
+                        "command resumes. Without JOB, runs the bundled digits job (examples/digits.toml). Exit status: 0 "
+                        "a strategy was found, 1 none meets the constraints (the report says why), 2 bad input, "
+                        "130 interrupted.")
+    se.add_argument("job", nargs="?", help="job file (TOML); see examples/*.toml")
+    se.add_argument("--output", help="output folder (default: the job's `output`, else runs/<name>)")
+    se.add_argument("--storage", help="Optuna storage URL or journal path (overrides job.search.storage)")
+    se.add_argument("--verbose", action="store_true", help="print every evaluation and log message")
+    se.add_argument("--quiet", action="store_true", help="no progress line")
+    se.set_defaults(func=_cmd_search)
+
+    wi = sub.add_parser("whatif", help="price transformer configs across devices (default: Llama-2 7B/70B)",
+                        description="Run a what-if job (kind = \"whatif\"): analyze each model config without "
+                        "weights, project serving onto each device, plan training layouts, price both with the "
+                        "scenario, and write report.md, whatif.json, serving.csv, training.csv and a plot. "
+                        "Without JOB, runs the bundled Llama-2-7B/70B what-if (examples/llama_whatif.toml).")
+    wi.add_argument("job", nargs="?", help="job file (TOML) with kind = \"whatif\"")
+    wi.add_argument("--output", help="output folder (default: the job's `output`, else runs/<name>)")
+    wi.add_argument("--quiet", action="store_true", help="no progress messages")
+    wi.set_defaults(func=_cmd_whatif)
+
+    rp = sub.add_parser("report", help="render a run folder's report again",
+                        description="Read results.json (or whatif.json) and run.json of a finished run and write "
+                        "report.md, the CSV files and the plots again.")
+    rp.add_argument("run_dir", help="a folder written by `sigmastar search` or `sigmastar whatif`")
+    rp.set_defaults(func=_cmd_report)
+
+    wo = sub.add_parser("worker", help="join an Optuna search on a shared storage",
+                        description="Run trials of a job's Optuna study (method tpe, random or nsga2) on a shared "
+                        "storage; start as many workers as you like, on any machines that reach the storage. "
+                        "The study stops at the job's n_trials. Then `sigmastar search JOB --storage URL` writes "
+                        "the report (give the workers and the search one shared --output folder so it sees "
+                        "every evaluation).")
+    wo.add_argument("job", help="job file (TOML)")
+    wo.add_argument("--storage", required=True, help="Optuna storage: an RDB URL (postgresql://..., "
+                    "sqlite:///file.db) or a journal file path")
+    wo.add_argument("--output", help="folder for this worker's evaluations and model cache (default: the job's)")
+    wo.add_argument("--verbose", action="store_true", help="print every evaluation and log message")
+    wo.add_argument("--quiet", action="store_true", help="no progress line")
+    wo.set_defaults(func=_cmd_worker)
     return p
+
+
+def _quiet_libraries() -> None:
+    """Silence library noise that says nothing about the user's run: kineto's profiler_start/stop
+    lines (C++, on stderr, for every timing measurement), torchao's attempts to load CUDA kernels on
+    a CPU build, torch's pytree deprecation notice, transformers' weight-loading bar, torch's
+    sparse-CSR beta notice. Environment variables the user set win."""
+    import logging
+    import os
+    import warnings
+
+    os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # 5 = USDT, kineto's most severe level
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' "Loading weights" bar
+    for name in ("torchao", "torch.utils._pytree"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from profilers._config import SigmastarError
 
     args = build_parser().parse_args(argv)
+    _quiet_libraries()
     try:
         return args.func(args)
     except SigmastarError as e:

@@ -161,6 +161,10 @@ class Evaluator:
         self.log(f"quality {v.key}: {q if q is not None else 'failed: ' + err}")
         return q
 
+    def record_quality(self, v: Variant, q: float) -> None:
+        """A quality measured elsewhere (another worker's trial in a shared study)."""
+        self._quality.setdefault(self.content_key(v), (q, ""))
+
     def quality_error(self, v: Variant) -> str:
         return self._quality.get(self.content_key(v), (None, ""))[1]
 

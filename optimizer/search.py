@@ -175,8 +175,17 @@ def search(workload: Any, space: SearchSpace, cost_model: Any, *, min_quality: f
             status = "best found"
     else:
         name = _study_name(workload, space, cost_model, min_quality, method, seed)
-        _run_optuna(ev, variants, method, min_quality, n_trials=n_trials if n_trials is not None else space.size,
-                    timeout_s=timeout_s, storage=_storage(storage, out), study_name=name, seed=seed, progress=progress)
+        study = _run_optuna(ev, variants, method, min_quality, n_trials=n_trials if n_trials is not None else space.size,
+                            timeout_s=timeout_s, storage=_storage(storage, out), study_name=name, seed=seed,
+                            progress=progress)
+        # trials finished earlier (a resumed study, or other workers on a shared storage) count too:
+        # price their variants (cheap) and take their measured quality from the study
+        by_key = {v.key: v for v in variants}
+        for t in study.trials:
+            v = by_key.get(t.user_attrs.get("variant"))
+            if v is not None and "quality" in t.user_attrs and not ev.evaluated(v):
+                ev.price(v)
+                ev.record_quality(v, float(t.user_attrs["quality"]))
         status, message = "best found", f"Optuna {method} study {name!r}: the best of the trials run"
 
     # ---- assemble the result from what the oracles know ----------------------------------------

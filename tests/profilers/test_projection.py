@@ -264,7 +264,8 @@ def test_unknown_dtype():
 def test_efficiency_out_of_range(e):
     with pytest.raises(ConfigError) as info:
         project(hand_profile(), TOY, efficiency=e)
-    assert str(info.value) == f"project.efficiency must be a number in (0, 1], 'calibrated' or None; got {e!r}."
+    assert str(info.value) == ("project.efficiency must be a number in (0, 1], {'inference': e, 'train': e}, "
+                               f"'calibrated' or None; got {e!r}.")
 
 
 def test_project_needs_a_profile():

