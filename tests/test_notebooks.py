@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-nbformat = pytest.importorskip("nbformat", reason="nbformat is needed to run the notebooks (pip install nbclient)")
+nbformat = pytest.importorskip("nbformat", reason="nbformat is needed to run the notebooks (pip install -e .[test])")
 nbclient = pytest.importorskip("nbclient", reason="nbclient is needed to run the notebooks (pip install nbclient)")
 pytest.importorskip("ipykernel", reason="ipykernel is needed to run the notebooks (pip install ipykernel)")
 
