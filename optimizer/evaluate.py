@@ -67,9 +67,11 @@ class Evaluator:
             self.output_dir.mkdir(parents=True, exist_ok=True)
             if self._journal.exists():
                 for line in self._journal.read_text().splitlines():
-                    if line.strip():
+                    try:
                         row = json.loads(line)
-                        self._quality[row["content"]] = (row["quality"], row.get("error", ""))
+                    except json.JSONDecodeError:
+                        continue  # a line cut short by a killed process: that evaluation reruns
+                    self._quality[row["content"]] = (row["quality"], row.get("error", ""))
 
     # ---- content keys -------------------------------------------------------------------------
     def content_key(self, v: Variant) -> str:
@@ -84,10 +86,15 @@ class Evaluator:
         if device not in self._base_train:
             from profilers import measure, project
 
+            from profilers import hardware
+            from profilers.projection import DEFAULT_EFFICIENCY
+
             if "profile" not in self._base_train:
                 self._base_train["profile"] = measure(self.base, self.workload, time_cap_s=self.profile_time_cap_s,
-                                                      min_runs=5)
-            self._base_train[device] = project(self._base_train["profile"], device)
+                                                      min_runs=5, device="cpu")
+            # as in price(): calibrated on this CPU for the CPU, the stated default for other devices
+            eff = "calibrated" if hardware.get(device).kind == "cpu" else DEFAULT_EFFICIENCY
+            self._base_train[device] = project(self._base_train["profile"], device, efficiency=eff)
         return self._base_train[device]
 
     def price(self, v: Variant) -> Deployment:
@@ -102,7 +109,9 @@ class Evaluator:
             model = apply(self.base, self.space.techniques(v), self.workload, structure_only=True, cache=self.cache,
                           seed=self.seed)
             train = v.quantize == "none"  # quantized weights are not trained; the base model's step prices training
-            prof = measure(model, self.workload, train=train, time_cap_s=self.profile_time_cap_s, min_runs=5)
+            # measured on this machine's CPU: the calibration below is against the host's spec
+            prof = measure(model, self.workload, train=train, time_cap_s=self.profile_time_cap_s, min_runs=5,
+                           device="cpu")
             dep.profile = prof
             eff = calibrate(prof)
             src = f"calibrated on {prof.device_description}"

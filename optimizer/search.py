@@ -183,9 +183,12 @@ def search(workload: Any, space: SearchSpace, cost_model: Any, *, min_quality: f
         by_key = {v.key: v for v in variants}
         for t in study.trials:
             v = by_key.get(t.user_attrs.get("variant"))
-            if v is not None and "quality" in t.user_attrs and not ev.evaluated(v):
+            if v is not None and "quality" in t.user_attrs:
                 ev.price(v)
-                ev.record_quality(v, float(t.user_attrs["quality"]))
+                ev.record_quality(v, float(t.user_attrs["quality"]))  # kept if already known
+        for v in variants:  # evaluations journaled in this folder (earlier runs, other workers)
+            if ev.evaluated(v):
+                ev.price(v)
         status, message = "best found", f"Optuna {method} study {name!r}: the best of the trials run"
 
     # ---- assemble the result from what the oracles know ----------------------------------------

@@ -300,9 +300,6 @@ def test_workers_share_a_study_and_stop_at_n_trials(shared_study):
     assert summary.n_trials == 3
 
 
-@pytest.mark.xfail(reason="optimizer.search: an Optuna study with no trials left to run prices no variant, so the "
-                          "result lists every variant as 'not evaluated' (reported to the search's owner)",
-                   strict=False)
 def test_search_over_a_finished_shared_study_reports_its_trials(shared_study, capsys):
     job, storage, out, _ = shared_study
     main(["search", str(job), "--storage", str(storage), "--output", str(out)])
