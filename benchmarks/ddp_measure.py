@@ -141,6 +141,7 @@ def _rank(rank: int, world: int, port: int, args: argparse.Namespace, out) -> No
             if i:
                 ar.append(time.perf_counter() - t0)
         out.put((rank, times, ar, n_params * 4, gemm, copy))
+        dist.barrier()  # neither rank tears gloo down while the other still talks to it
     finally:
         dist.destroy_process_group()
 

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch.multiprocessing as mp
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks"
 
@@ -16,7 +17,12 @@ def test_two_process_gloo_ddp_feeds_the_model():
     pytest.importorskip("torch.distributed")
     sys.path.insert(0, str(BENCH))  # spawned ranks import ddp_measure through the parent's sys.path
     try:
-        _run()
+        try:
+            _run()
+        except mp.ProcessExitedException:
+            # gloo's teardown has aborted a rank ("terminate called without an active exception") once
+            # in CI-like runs after all work was done; one retry separates that race from a real failure
+            _run()
     finally:
         sys.path.remove(str(BENCH))
 
