@@ -15,14 +15,7 @@ from profilers import Workload, count_flops, workloads  # noqa: E402
 from profilers.workloads import minilm  # noqa: E402
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread for this module (restored after): on shared cores, two spinning OpenMP
-    threads per process slowed this file ~5x (measured 249 s vs 49 s for both files at load ~4)."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
