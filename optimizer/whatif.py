@@ -1,0 +1,309 @@
+"""The what-if: transformer configs (no weights) served and trained on each catalog GPU, priced.
+
+:class:`WhatIf` is the ``[whatif]`` table of a ``kind = "whatif"`` job; :func:`run_whatif` runs
+such a job into a :class:`WhatIfResult` (serving rows, training rows, the cheapest plan per model).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from profilers._config import ConfigError, serializable
+
+from ._job_fields import _choice, _device, _err, _int, _keys, _list, _remap
+
+if TYPE_CHECKING:
+    from .job_spec import Job
+
+__all__ = ["SERVE_DTYPES", "WhatIf", "WhatIfResult", "run_whatif"]
+
+#: dtypes a what-if may serve in (profilers' dtype names; each device supports a subset)
+SERVE_DTYPES = ("fp32", "bf16", "fp16", "fp8", "int8", "int4")
+_DECODER_TYPES = ("gpt2", "llama", "mistral")
+
+
+# ----------------------------------------------------------------------------------------------
+# the what-if spec
+# ----------------------------------------------------------------------------------------------
+@serializable("whatif")
+@dataclass(frozen=True)
+class WhatIf:
+    """An LLM what-if: each model config (no weights) served and trained on each device.
+
+    * ``models``: bundled config names (``llama-2-7b``, ``llama-2-70b``, ``gpt2``) or
+      ``config.json`` paths of decoder-only transformers (GPT-2, Llama, Mistral);
+    * ``devices``: catalog GPUs (empty: every GPU in the catalog);
+    * serving: one request = one forward pass over ``serve_seq_len`` tokens (prompt processing,
+      scoring, embedding; token-by-token decoding with a KV cache is not modelled), at each of
+      ``serve_batch_sizes`` and ``serve_dtypes`` the device supports, one model copy per device;
+    * training: the scenario's training plan (tokens per run) with ``global_batch`` sequences of
+      ``train_seq_len`` tokens per step, laid out by ``profilers.parallel.plan`` over
+      ``train_device_counts`` devices (data, tensor and pipeline parallel, ZeRO, recomputation).
+    """
+
+    models: tuple[str, ...] = ("llama-2-7b", "llama-2-70b")
+    devices: tuple[str, ...] = ()
+    serve_seq_len: int = 512
+    serve_batch_sizes: tuple[int, ...] = (1, 8, 32)
+    serve_dtypes: tuple[str, ...] = ("bf16", "fp8", "int8")
+    train_seq_len: int = 4096
+    global_batch: int = 256
+    train_device_counts: tuple[int, ...] = (8, 16, 32, 64)
+
+    def __post_init__(self) -> None:
+        o = "WhatIf"
+        for f in ("models", "serve_batch_sizes", "serve_dtypes", "train_device_counts"):
+            v = getattr(self, f)
+            if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__") or not tuple(v):
+                raise _err(f"{o}.{f}", "a non-empty list", v)
+            object.__setattr__(self, f, tuple(v))
+        object.__setattr__(self, "devices", tuple(self.devices))
+        for f in ("serve_seq_len", "train_seq_len", "global_batch"):
+            _int(f"{o}.{f}", getattr(self, f), 1)
+        for i, b in enumerate(self.serve_batch_sizes):
+            _int(f"{o}.serve_batch_sizes[{i}]", b, 1)
+        for i, n in enumerate(self.train_device_counts):
+            _int(f"{o}.train_device_counts[{i}]", n, 1)
+            if self.global_batch % n:
+                raise _err(f"{o}.train_device_counts[{i}]", f"a divisor of global_batch ({self.global_batch}), so "
+                           "that every device's share of a step is whole", n)
+        for i, d in enumerate(self.serve_dtypes):
+            _choice(SERVE_DTYPES)(f"{o}.serve_dtypes[{i}]", d)
+
+    def device_list(self) -> list[str]:
+        from profilers import hardware
+
+        if self.devices:
+            return list(self.devices)
+        return [n for n in hardware.names() if hardware.get(n).kind == "gpu"]
+
+
+def _bundled_configs() -> list[str]:
+    d = resources.files("profilers").joinpath("data/hf_configs")
+    return sorted(p.name.removesuffix(".json") for p in d.iterdir() if p.name.endswith(".json"))
+
+
+def _model_config(path: str, v: Any, base: Path) -> str:
+    names = _bundled_configs()
+    if not isinstance(v, str) or not v.strip():
+        raise _err(path, "a bundled config name (" + ", ".join(names) + ") or a config.json path", v)
+    if v in names:
+        data = json.loads(resources.files("profilers").joinpath(f"data/hf_configs/{v}.json").read_text())
+        resolved = v
+    else:
+        p = (base / v) if not Path(v).is_absolute() else Path(v)
+        if not p.is_file():
+            raise _err(path, "a bundled config name (" + ", ".join(names) + ") or an existing config.json path", v)
+        try:
+            data = json.loads(p.read_text())
+        except json.JSONDecodeError as e:
+            raise _err(path, f"a valid config.json ({e})", v) from None
+        resolved = str(p.resolve())
+    mt = data.get("model_type") if isinstance(data, dict) else None
+    if mt not in _DECODER_TYPES:
+        raise _err(path, "a decoder-only transformer config (model_type " + ", ".join(repr(t) for t in _DECODER_TYPES)
+                   + f"); {v!r} has model_type {mt!r}", v)
+    return resolved
+
+
+def _parse_whatif(path: str, t: Any, base: Path) -> WhatIf:
+    allowed = [f.name for f in dataclasses.fields(WhatIf)]
+    t = _keys(path, t, allowed)
+    kw: dict[str, Any] = {}
+    if "models" in t:
+        kw["models"] = _list(f"{path}.models", t["models"], lambda p, v: _model_config(p, v, base))
+    if "devices" in t and t["devices"] != []:  # [] (or leaving it out): every GPU in the catalog
+        kw["devices"] = _list(f"{path}.devices", t["devices"], _device(host=False))
+    for f in ("serve_seq_len", "train_seq_len", "global_batch"):
+        if f in t:
+            kw[f] = _int(f"{path}.{f}", t[f], 1)
+    for f in ("serve_batch_sizes", "train_device_counts"):
+        if f in t:
+            kw[f] = _list(f"{path}.{f}", t[f], lambda p, v: _int(p, v, 1))
+    if "serve_dtypes" in t:
+        kw["serve_dtypes"] = _list(f"{path}.serve_dtypes", t["serve_dtypes"], _choice(SERVE_DTYPES))
+    try:
+        return WhatIf(**kw)
+    except ConfigError as e:
+        raise _remap(e, "WhatIf", path) from None
+
+# ----------------------------------------------------------------------------------------------
+# running a what-if job: LLM configs across the GPU catalog, served and trained
+# ----------------------------------------------------------------------------------------------
+_DTYPE_TECHNIQUE = {"fp8": "quantize_fp8", "int8": "quantize_int8", "int4": "quantize_int4"}
+
+
+@serializable("whatif_result")
+@dataclass(frozen=True)
+class WhatIfResult:
+    """Serving rows (model x device x dtype x batch), training rows (model x device: the cheapest
+    planned layout) and, per model, the cheapest plan priced as one :class:`CostBreakdown`."""
+
+    job_name: str
+    serving: tuple[dict, ...]
+    training: tuple[dict, ...]
+    plans: tuple[dict, ...]
+    seconds: float
+    notes: tuple[str, ...] = ()
+
+    def to_json(self, **kw: Any) -> str:
+        from profilers._config import dumps
+
+        return dumps(self, **kw)
+
+    def serving_dataframe(self):
+        import pandas as pd
+
+        return pd.DataFrame(list(self.serving))
+
+    def training_dataframe(self):
+        import pandas as pd
+
+        return pd.DataFrame(list(self.training))
+
+    def _repr_html_(self) -> str:
+        from .report import whatif_html
+
+        return whatif_html(self)
+
+
+def _config_dict(model: str) -> dict:
+    if model in _bundled_configs():
+        return json.loads(resources.files("profilers").joinpath(f"data/hf_configs/{model}.json").read_text())
+    return json.loads(Path(model).read_text())
+
+
+def _model_label(model: str) -> str:
+    return model if model in _bundled_configs() else Path(model).parent.name or Path(model).stem
+
+
+def run_whatif(job: Job, *, log: Any = None) -> WhatIfResult:
+    """Serve and train each model of ``job.whatif`` on each device, priced with the job's scenario.
+
+    Serving: ``profilers.analyze`` (meta device, no weights) at each batch size, projected onto
+    each device in each dtype it supports (roofline, default efficiency), priced with the serving
+    plan (replicas for the peak, SLO, memory fit). Training: ``profilers.parallel.plan`` lays the
+    model out over ``train_device_counts`` devices and keeps the cheapest layout that fits; the
+    cost model prices its device-hours for the training plan's tokens.
+    """
+    import time
+
+    from cost_models import (
+        CostModel,
+        DataPlan,
+        ModelFigures,
+        PeoplePlan,
+        ServingPlan,
+        TrainingPlan,
+    )
+    from profilers import analyze, hardware, project
+    from profilers.parallel import TransformerShape, plan
+
+    log = log or (lambda m: None)
+    if job.kind != "whatif":
+        raise _err("job.kind", "'whatif' to run a what-if", job.kind)
+    t0 = time.perf_counter()
+    w, sc, book = job.whatif, job.scenario, job.prices()
+    own = sc.ownership
+    devices = w.device_list()
+    serve_sc = sc.replace(training=TrainingPlan(), data=DataPlan())
+    serving, training, plans, notes = [], [], [], []
+    figs: dict[tuple, Any] = {}
+    for model in w.models:
+        label = _model_label(model)
+        for b in w.serve_batch_sizes:
+            log(f"analyzing {label} at batch {b} x {w.serve_seq_len} tokens on the meta device")
+            prof = analyze(model, batch_size=b, seq_len=w.serve_seq_len, dtype="bf16", train=False, name=label)
+            for d in devices:
+                spec = hardware.get(d)
+                for dt in w.serve_dtypes:
+                    row = {"model": label, "device": d, "dtype": dt, "batch_size": b, "parameters": prof.parameters}
+                    if not spec.supports(dt):
+                        serving.append({**row, "status": "unsupported", "total_usd": math.inf,
+                                        "message": f"{d} has no {dt} peak ({', '.join(spec.peak_tflops)})"})
+                        continue
+                    pr = project(prof, spec, dt)
+                    techs = (_DTYPE_TECHNIQUE[dt],) if dt in _DTYPE_TECHNIQUE else ()
+                    br = CostModel(serve_sc.replace(techniques=techs), book).estimate(pr, model_name=label)
+                    serving.append({**row, "latency_s": pr.latency_s, "peak_memory_gb": pr.peak_memory_bytes / 1e9,
+                                    "fits_memory": pr.fits_memory, "replicas": br.replicas,
+                                    "total_usd": br.total_usd, "status": br.status,
+                                    "message": br.message, "provenance": pr.provenance})
+                    figs[("serve", label, d, dt, b)] = (pr, techs)
+        trains = sc.training.samples_per_epoch > 0
+        shape = TransformerShape.from_hf_config(_config_dict(model), seq_len=w.train_seq_len, name=label)
+        for d in (devices if trains else ()):
+            spec = hardware.get(d)
+            precision = "bf16" if spec.supports("bf16") else "fp16"
+            row = {"model": label, "device": d, "precision": precision, "parameters": shape.parameters()}
+            try:
+                usd_h = None if own.owns else book.gpu_hour(d, own.rent_tier, own.provider).usd_per_unit
+            except ConfigError as e:
+                training.append({**row, "status": "no price", "total_usd": math.inf, "message": str(e)})
+                continue
+            log(f"planning {label} training layouts on {d} ({', '.join(map(str, w.train_device_counts))} devices)")
+            res = plan(shape, spec, list(w.train_device_counts), w.global_batch, usd_per_device_hour=usd_h,
+                       precision=precision)
+            if res.status != "ok":
+                training.append({**row, "status": "infeasible", "total_usd": math.inf, "message": res.message,
+                                 "layouts_evaluated": res.evaluated})
+                continue
+            c = res.cheapest
+            cfg, n, step_s = c.config, c.config.devices, c.time.total_s
+            layout = (f"dp{cfg.dp} tp{cfg.tp} pp{cfg.pp} zero{cfg.zero_stage} mb{cfg.micro_batch}"
+                      + (f" v{cfg.interleave}" if cfg.interleave > 1 else "")
+                      + (f" recompute={cfg.recompute}" if cfg.recompute != "none" else "")
+                      + (" sp" if cfg.sequence_parallel else ""))
+            mem = int(c.memory.total_bytes)
+            tf = ModelFigures(device=d, dtype=precision, batch_size=w.global_batch // n, latency_s=step_s,
+                              train_step_s=step_s, peak_memory_bytes=mem, train_peak_memory_bytes=mem,
+                              parameter_bytes=shape.parameters() * 2,
+                              provenance=f"{c.time.provenance}; layout {layout} (profilers.parallel.plan, cheapest "
+                                         f"of {res.feasible} fitting layouts)")
+            tsc = sc.replace(serving=ServingPlan(horizon_months=sc.serving.horizon_months), data=DataPlan(),
+                             people=PeoplePlan(usd_per_hour=sc.people.usd_per_hour),
+                             training=dataclasses.replace(sc.training, devices=n, scaling_efficiency=1.0))
+            br = CostModel(tsc, book).estimate(tf, train_figures=tf, model_name=label)
+            training.append({**row, "status": br.status, "devices": n, "layout": layout, "step_s": step_s,
+                             "mfu": c.time.mfu, "tokens_per_s": c.time.tokens_per_s,
+                             "memory_gb_per_device": mem / 1e9, "training_runs": br.training_runs,
+                             "usd_per_run": br.usd_per_training_run, "total_usd": br.total_usd,
+                             "message": br.message, "provenance": tf.provenance,
+                             "layouts_evaluated": res.evaluated, "layouts_fitting": res.feasible})
+            figs[("train", label, d)] = (tf, n)
+        # the cheapest plan: the cheapest serving row + the cheapest training row, priced together
+        srows = [r for r in serving if r["model"] == label and r["status"] == "ok"]
+        trows = [r for r in training if r["model"] == label and r["status"] == "ok"]
+        if not srows or (trains and not trows):
+            plans.append({"model": label, "status": "infeasible",
+                          "message": ("no device serves it within the SLO and memory" if not srows else
+                                      "no device count trains it (see the training rows)")})
+            continue
+        s = min(srows, key=lambda r: r["total_usd"])
+        spr, techs = figs[("serve", label, s["device"], s["dtype"], s["batch_size"])]
+        pc = sc.replace(techniques=techs)
+        tfig = None
+        t = None
+        if trains:
+            t = min(trows, key=lambda r: r["total_usd"])
+            tfig, n = figs[("train", label, t["device"])]
+            pc = pc.replace(training=dataclasses.replace(sc.training, devices=n, scaling_efficiency=1.0))
+        br = CostModel(pc, book).estimate(spr, train_figures=tfig, model_name=label)
+        plans.append({"model": label, "status": br.status, "serve_device": s["device"], "serve_dtype": s["dtype"],
+                      "serve_batch_size": s["batch_size"], "replicas": br.replicas,
+                      "train_device": t["device"] if t else None, "train_devices": t["devices"] if t else None,
+                      "train_layout": t["layout"] if t else None, "total_usd": br.total_usd, "breakdown": br})
+    notes.append("serving: one request = one forward pass over serve_seq_len tokens, one model copy per device "
+                 "(no tensor-parallel serving, no KV-cache decoding); memory is weights + the largest op's operands "
+                 "(a lower bound)")
+    notes.append("training: time per step from profilers.parallel (analytic FLOPs, default efficiency); the "
+                 "scenario's scaling efficiency is set to 1.0 because the planned layout already models the "
+                 "communication")
+    return WhatIfResult(job_name=job.name, serving=tuple(serving), training=tuple(training), plans=tuple(plans),
+                        seconds=time.perf_counter() - t0, notes=tuple(notes))
