@@ -28,7 +28,7 @@ from typing import Any, Callable, Mapping
 import torch
 from torch.utils import flop_counter as fc
 from torch.utils._python_dispatch import TorchDispatchMode
-from torch.utils._pytree import tree_flatten
+from torch.utils._pytree import tree_flatten, tree_map
 
 from ._config import ConfigError, invalid, serializable
 from .profile import OpRecord
@@ -286,6 +286,27 @@ def run_model(model: torch.nn.Module, inputs: Any, owner: str) -> Any:
         ) from e
 
 
+def float_dtype(model: torch.nn.Module) -> torch.dtype | None:
+    """The dtype of ``model``'s first plain floating parameter (tensor subclasses such as torchao's
+    quantized weights are skipped), or ``None`` when it has none: the dtype its inputs run in."""
+    for p in model.parameters():
+        if type(p.data) is torch.Tensor and p.is_floating_point():
+            return p.dtype
+    return None
+
+
+def cast_inputs(inputs: Any, dev: torch.device | None, dtype: torch.dtype) -> Any:
+    """``inputs`` on ``dev`` (``None``: where they are), floating tensors in ``dtype`` (integer ones,
+    e.g. token ids, unchanged)."""
+    def move(t: Any) -> Any:
+        if isinstance(t, torch.Tensor):
+            t = t if dev is None else t.to(dev)
+            return t.to(dtype) if t.is_floating_point() else t
+        return t
+
+    return tree_map(move, inputs)
+
+
 def describe_inputs(inputs: Any) -> str:
     def d(x: Any) -> str:
         if isinstance(x, torch.Tensor):
@@ -305,9 +326,12 @@ def count_flops(model: torch.nn.Module, inputs: Any, *, train: bool = False,
     backward (``train=True``) of ``model`` on ``inputs``.
 
     ``inputs`` is a tensor, a tuple/list of positional arguments or a dict of keyword arguments.
-    Works on real, meta and fake tensors. The model's train/eval mode is left as the caller set it
-    (``nn.TransformerEncoderLayer`` takes its fused fast path only in eval under no_grad; both
-    paths count the same FLOPs).
+    Works on real, meta and fake tensors. Floating inputs are cast to the dtype of the model's
+    floating parameters (:func:`float_dtype`), as :func:`profilers.measure` does, so a model cast to
+    bf16/fp16 (``Quantize("bf16")``) counts on the workload's fp32 inputs, and the op bytes the
+    roofline reads are those of its own format. The model's train/eval mode is left as the caller
+    set it (``nn.TransformerEncoderLayer`` takes its fused fast path only in eval under no_grad;
+    both paths count the same FLOPs).
 
         >>> import torch
         >>> fc = count_flops(torch.nn.Linear(6, 5, bias=False), torch.randn(4, 6))
@@ -315,6 +339,9 @@ def count_flops(model: torch.nn.Module, inputs: Any, *, train: bool = False,
         240
     """
     check_model(model, owner)
+    dtype = float_dtype(model)
+    if dtype is not None:
+        inputs = cast_inputs(inputs, None, dtype)
     counter = fc.FlopCounterMode(display=False, custom_mapping=EXTRA_FORMULAS)
     recorder = _OpRecorder(counter.flop_registry)
     grads = {p: p.grad for p in model.parameters()} if train else {}

@@ -26,10 +26,18 @@ from typing import Any, Callable
 
 import numpy as np
 import torch
-from torch.utils._pytree import tree_flatten, tree_map
+from torch.utils._pytree import tree_flatten
 
 from ._config import check_positive, invalid
-from .flops import call_model, check_model, count_flops, describe_inputs, run_model
+from .flops import (
+    call_model,
+    cast_inputs,
+    check_model,
+    count_flops,
+    describe_inputs,
+    float_dtype,
+    run_model,
+)
 from .profile import Profile, Timing, median_ci_rel
 from .workload import Workload
 
@@ -60,17 +68,6 @@ def _device_description(dev: torch.device) -> tuple[str, str]:
     from .host import host_device_name
 
     return "host", host_device_name()
-
-
-def cast_inputs(inputs: Any, dev: torch.device, dtype: torch.dtype) -> Any:
-    """``inputs`` on ``dev``, floating tensors in ``dtype`` (integer ones, e.g. token ids, unchanged)."""
-    def move(t: Any) -> Any:
-        if isinstance(t, torch.Tensor):
-            t = t.to(dev)
-            return t.to(dtype) if t.is_floating_point() else t
-        return t
-
-    return tree_map(move, inputs)
 
 
 def tensor_leaves(t: torch.Tensor) -> list[torch.Tensor]:
@@ -186,16 +183,14 @@ def _sparse_serialized_bytes(model: torch.nn.Module) -> int | None:
 def model_dtype(model: torch.nn.Module) -> tuple[str, torch.dtype]:
     """(label, input dtype): the label names the weights' numeric format ("int8", "fp8" for torchao
     quantized weights, else the first floating parameter's dtype); inputs use that float dtype."""
-    label, in_dtype = None, None
+    label = None
     for p in model.parameters():
         cls = type(p.data).__name__ if type(p) is torch.nn.Parameter else type(p).__name__
         if label is None:
             for key, lab in (("Int8", "int8"), ("Int4", "int4"), ("Float8", "fp8")):
                 if key in cls:
                     label = lab
-        if in_dtype is None and type(p.data) is torch.Tensor and p.is_floating_point():
-            in_dtype = p.dtype
-    in_dtype = in_dtype or torch.float32
+    in_dtype = float_dtype(model) or torch.float32
     names = {v: k for k, v in TORCH_DTYPES.items()}
     return label or names.get(in_dtype, "fp32"), in_dtype
 

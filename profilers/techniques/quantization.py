@@ -2,8 +2,8 @@
 
 Modes (``Quantize(mode=...)``):
 
-* ``"bf16"``, ``"fp16"``: every floating parameter and buffer cast (inputs are cast to match by
-  :func:`profilers.measure`);
+* ``"bf16"``, ``"fp16"``: every floating parameter and buffer cast (floating inputs are cast to
+  match by :func:`profilers.measure` and :func:`profilers.count_flops`);
 * ``"int8_dynamic"``: torchao ``Int8DynamicActivationInt8WeightConfig`` (int8 weights, activations
   quantized per token at run time); on CPU its fast kernels need ``torch.compile`` (``compile=True``);
 * ``"int8_weight_only"``: torchao ``Int8WeightOnlyConfig``;

@@ -111,6 +111,21 @@ def test_a_variant_that_cannot_be_built_fails_alone(wl, cost_model):
     assert res.best is not None and res.best.variant == "w1-p0-qnone"
 
 
+def test_16_bit_digits_variants_are_priced_and_evaluated(wl, cost_model):
+    # bf16/fp16 cast the conv digits model; pricing re-counts it at batch 16 (not the workload's 64)
+    # on fp32 workload inputs, which profilers casts to the model's dtype. T4 has no bf16 peak, so the
+    # bf16 variant is served on the H100.
+    space = SearchSpace(quantize=("none", "bf16", "fp16"), devices=("T4", "H100-SXM"), batch_sizes=(16,))
+    res = search(wl, space, cost_model, min_quality=0.9, method="exhaustive", profile_time_cap_s=0.2)
+    by_key = {t.variant: t for t in res.trials}
+    for key in ("w1-p0-qbf16", "w1-p0-qfp16"):
+        t = by_key[key]
+        assert t.state != "failed" and not t.error, t.error
+        assert math.isfinite(t.cost_usd) and t.batch_size == 16
+        assert t.quality is not None and t.quality >= 0.95
+    assert by_key["w1-p0-qbf16"].device == "H100-SXM"
+
+
 def test_result_exports(exhaustive, tmp_path):
     res, _ = exhaustive
     again = loads(res.to_json())

@@ -341,6 +341,25 @@ def test_op_records_agree_with_total():
     assert addmm[0].bytes == 4 * (2 * 45 + 45 * 7 + 7 + 2 * 7)
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_16_bit_model_counts_on_fp32_inputs_in_its_own_format(dtype):
+    """A model cast to bf16/fp16 (Quantize("bf16")) is counted on the workload's fp32 inputs, which
+    are cast to its dtype as measure() casts them: same FLOPs, 2-byte operands."""
+    lin = nn.Linear(6, 5).to(dtype)
+    for train in (False, True):
+        fc = count_flops(lin, torch.randn(4, 6), train=train)
+        assert fc.by_op["aten.addmm"] == 240  # 4 * 6 * 5 * 2 = 240, as in fp32
+    (addmm,) = [r for r in count_flops(lin, torch.randn(4, 6)).ops if r.op == "aten.addmm"]
+    assert addmm.bytes == 2 * (4 * 6 + 6 * 5 + 5 + 4 * 5)  # input + weight^T + bias + output, 2 bytes each
+    conv = nn.Conv2d(1, 4, 3).to(dtype)
+    assert count_flops(conv, torch.randn(2, 1, 8, 8)).total == 2 * 2 * 4 * 6 * 6 * 9  # 2 * N*Cout*Ho*Wo*Cin*k*k
+
+
+def test_inputs_of_a_model_without_parameters_keep_their_dtype():
+    (relu,) = count_flops(nn.ReLU(), torch.randn(2, 3, 4, dtype=torch.float16)).ops
+    assert relu.bytes == 2 * (2 * 3 * 4) * 2  # 24 elements read + 24 written, 2 bytes each (not cast to fp32)
+
+
 def test_flopcount_json_round_trip():
     for train in (False, True):
         fc = count_flops(_stack(), torch.randn(2, 3, 8, 8), train=train)

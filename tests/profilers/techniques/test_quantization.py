@@ -221,12 +221,26 @@ def test_16_bit_cast_of_a_model_without_linear_is_fine():
 # ---------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("mode", ["bf16", "int8_dynamic", "int8_weight_only"])
+@pytest.mark.parametrize("mode", ["bf16", "fp16", "int8_dynamic", "int8_weight_only"])
 def test_digits_accuracy_within_1_point_of_fp32(digits_base, wl, digits_fp32_accuracy, mode):
     q = quantize(digits_base, mode, wl)
     acc = quality(q, wl)
     assert digits_fp32_accuracy >= 0.95
     assert acc > digits_fp32_accuracy - 0.01, (mode, acc, digits_fp32_accuracy)
+
+
+@pytest.mark.parametrize("mode", ["bf16", "fp16"])
+def test_digits_16_bit_structure_copy_counts_and_measures_on_workload_inputs(digits_base, wl, mode):
+    """What pricing does with the conv digits model cast to 16 bits: count FLOPs at another batch
+    on the workload's fp32 inputs (forward and training step) and measure both paths."""
+    s = apply(digits_base, Quantize(mode), wl, structure_only=True, cache=False)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}[mode]
+    assert s.features[0].bias.dtype == s.classifier[1].weight.dtype == dtype
+    for train in (False, True):
+        fp32 = count_flops(digits_base, wl.inputs(16), train=train)
+        assert count_flops(s, wl.inputs(16), train=train).total == fp32.total  # numerics change, not arithmetic
+    p = measure(s, wl, train=True, device="cpu", min_runs=3, warmup=1, time_cap_s=0.2)
+    assert p.dtype == mode and p.train_step is not None and p.latency is not None
 
 
 def test_digits_int8_quantizes_its_two_linear_layers_and_keeps_convs_fp32(digits_base, wl):
