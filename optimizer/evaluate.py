@@ -61,6 +61,7 @@ class Evaluator:
         self._prices: dict[str, Deployment] = {}
         self._quality: dict[str, tuple[float | None, str]] = {}
         self.quality_calls = 0  # evaluations actually run in this process (not from the cache file)
+        self.quality_seconds: list[float] = []  # wall time of each of them
         self._base_train: dict[str, Any] = {}
         self._journal = self.output_dir / "evaluations.jsonl" if self.output_dir else None
         if self._journal is not None:
@@ -74,9 +75,11 @@ class Evaluator:
                     self._quality[row["content"]] = (row["quality"], row.get("error", ""))
 
     # ---- content keys -------------------------------------------------------------------------
-    def content_key(self, v: Variant) -> str:
+    def content_key(self, v: Variant, fidelity: float = 1.0) -> str:
+        """The key of a quality result: base model, workload, seed and the technique configs (a
+        lower fidelity has fewer training steps in its configs, hence its own key)."""
         payload = {"model": self.base_fingerprint, "workload": self.workload.name, "seed": self.seed,
-                   "techniques": [to_json_dict(t) for t in self.space.techniques(v)]}
+                   "techniques": [to_json_dict(t) for t in self.space.techniques(v, fidelity)]}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     # ---- price: no training -------------------------------------------------------------------
@@ -148,8 +151,13 @@ class Evaluator:
         return dep
 
     # ---- quality: the expensive oracle --------------------------------------------------------
-    def quality(self, v: Variant) -> float | None:
-        key = self.content_key(v)
+    def quality(self, v: Variant, fidelity: float = 1.0) -> float | None:
+        """P(M) of variant ``v`` measured on held-out data (None when producing it failed).
+
+        ``fidelity < 1``: the variant trained with that fraction of its training steps (a
+        multi-fidelity rung); journaled under its own content key, never taken for the variant's quality.
+        """
+        key = self.content_key(v, fidelity)
         if key in self._quality:
             return self._quality[key][0]
         from profilers.techniques import apply, quality
@@ -157,25 +165,29 @@ class Evaluator:
         t0 = time.perf_counter()
         err = ""
         try:
-            model = apply(self.base, self.space.techniques(v), self.workload, cache=self.cache, seed=self.seed)
+            model = apply(self.base, self.space.techniques(v, fidelity), self.workload, cache=self.cache,
+                          seed=self.seed)
             q: float | None = float(quality(model, self.workload))
         except Exception as e:  # the trial fails with its reason; the search goes on
             q, err = None, f"{type(e).__name__}: {e}"
+        seconds = time.perf_counter() - t0
         self.quality_calls += 1
+        self.quality_seconds.append(seconds)
         self._quality[key] = (q, err)
         if self._journal is not None:
             with self._journal.open("a") as f:
-                f.write(json.dumps({"content": key, "variant": v.key, "quality": q, "error": err,
-                                    "seconds": time.perf_counter() - t0}) + "\n")
-        self.log(f"quality {v.key}: {q if q is not None else 'failed: ' + err}")
+                f.write(json.dumps({"content": key, "variant": v.key, "fidelity": fidelity, "quality": q,
+                                    "error": err, "seconds": seconds}) + "\n")
+        at = "" if fidelity >= 1 else f" at fidelity {fidelity:g}"
+        self.log(f"quality {v.key}{at}: {q if q is not None else 'failed: ' + err}")
         return q
 
     def record_quality(self, v: Variant, q: float) -> None:
         """A quality measured elsewhere (another worker's trial in a shared study)."""
         self._quality.setdefault(self.content_key(v), (q, ""))
 
-    def quality_error(self, v: Variant) -> str:
-        return self._quality.get(self.content_key(v), (None, ""))[1]
+    def quality_error(self, v: Variant, fidelity: float = 1.0) -> str:
+        return self._quality.get(self.content_key(v, fidelity), (None, ""))[1]
 
     def known_quality(self, v: Variant) -> float | None:
         return self._quality.get(self.content_key(v), (None, ""))[0]

@@ -72,11 +72,14 @@ def dominates(w: Sequence[int], u: Sequence[int]) -> bool:
 
 def lazy_search(variants: Sequence[LazyVariant], evaluate: Callable[[Hashable], float | None], target: float, *,
                 max_evaluations: int | None = None, tol: float = 0.0,
-                on_event: Callable[[Ruling], None] | None = None) -> LazyResult:
+                on_event: Callable[[Ruling], None] | None = None,
+                stop: Callable[[int], str | None] | None = None) -> LazyResult:
     """Find the cheapest variant with ``evaluate(key) >= target`` (see the module docstring).
 
     ``evaluate`` returns the quality, or None when the evaluation failed (the variant is then
     treated as infeasible for itself only: a failure says nothing about its neighbours).
+    ``stop(evaluations_so_far)`` is asked before each evaluation; a reason (a string) ends the
+    search with status "budget" and the best proven-feasible variant so far.
     """
     if not variants:
         raise invalid("lazy_search", "variants", "a non-empty sequence", variants)
@@ -124,10 +127,15 @@ def lazy_search(variants: Sequence[LazyVariant], evaluate: Callable[[Hashable], 
             # the best is feasible only by implication: measure it (the deployed model's quality is
             # reported measured) and re-check the assumption against it
             opened = [by_key[k]]
+        reason = None
         if max_evaluations is not None and len(quality) >= max_evaluations:
+            reason = f"the evaluation budget ({max_evaluations}) is used"
+        elif stop is not None:
+            reason = stop(len(quality))
+        if reason:
             k, c = best()
             return LazyResult("budget", k, c, len(quality), tuple(certificate), tuple(v.key for v in opened),
-                              tuple(violations), f"stopped after {len(quality)} evaluations with "
+                              tuple(violations), f"stopped after {len(quality)} evaluations ({reason}) with "
                               f"{len(opened)} cheaper variants unresolved")
         if len(opened) == 1:
             pick = opened[0]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ class Trial:
     device: str
     batch_size: int
     quality: float | None  # None: not evaluated, or failed
-    state: str  # "feasible", "below target", "no deployment", "failed", "not evaluated", "implied feasible"
+    state: str  # "feasible", "below target", "no deployment", "failed", "not evaluated", "implied feasible", "pruned"
     error: str = ""
 
 
@@ -58,6 +58,7 @@ class SearchResult:
     certificate: tuple[dict, ...] = ()
     violations: tuple[str, ...] = ()
     closest: tuple[dict, ...] = ()  # when infeasible: the nearest candidates and what each missed
+    spend: dict = field(default_factory=dict)  # elapsed_s, and spent_usd with its rate when priced (optimizer.budget)
 
     # ---- figures ------------------------------------------------------------------------------
     @property
@@ -161,10 +162,14 @@ class InfeasibleError(SigmastarError):
 
     def __init__(self, result: SearchResult) -> None:
         self.result = result
-        lines = [f"no strategy meets quality >= {result.min_quality:g} with a feasible deployment "
-                 f"({result.quality_evaluations} quality evaluations)."]
+        stopped = result.status == "best found"  # a budget ended the search before it found one
+        head = "the search stopped before it found a strategy that meets" if stopped else "no strategy meets"
+        lines = [f"{head} quality >= {result.min_quality:g} with a feasible deployment "
+                 f"({result.quality_evaluations} quality evaluations{'; ' + result.message if stopped else ''})."]
         for c in result.closest:
             lines.append(f"  closest: {c['label']}: {c['missed']}")
-        lines.append("To fix: lower min_quality, widen the search space (milder compression, more devices or "
-                     "batch sizes), or relax the scenario's latency SLO.")
+        lines.append("To fix: " + ("raise the budget (n_trials, max_evaluations, timeout_s, budget_usd) or run the "
+                                   "same search again to resume it." if stopped else
+                                   "lower min_quality, widen the search space (milder compression, more devices or "
+                                   "batch sizes), or relax the scenario's latency SLO."))
         super().__init__("\n".join(lines))

@@ -17,94 +17,23 @@ re-training anything it finished.
 
 from __future__ import annotations
 
-import hashlib
-import json
 import math
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
-from profilers._config import check_choice, invalid, to_json_dict
+from profilers._config import check_choice, invalid
 
+from .budget import SearchBudget
 from .evaluate import Evaluator
 from .lazy import LazyVariant, lazy_search
+from .optuna_search import check_fidelities, make_pruner, run_optuna, storage_for, study_name
 from .result import InfeasibleError, SearchResult, Trial
 from .space import SearchSpace, Variant
 
 __all__ = ["search", "METHODS"]
 
 METHODS = ("lazy", "exhaustive", "tpe", "random", "nsga2")
-
-
-def _study_name(workload: Any, space: SearchSpace, cost_model: Any, min_quality: float, method: str, seed: int) -> str:
-    payload = json.dumps({"space": to_json_dict(space), "scenario": to_json_dict(cost_model.scenario),
-                          "min_quality": min_quality, "method": method, "seed": seed}, sort_keys=True, default=str)
-    return f"sigmastar-{workload.name}-{method}-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
-
-
-def _storage(storage: Any, output_dir: Path | None):
-    import optuna
-
-    if storage is None:
-        if output_dir is None:
-            return None  # in memory
-        output_dir.mkdir(parents=True, exist_ok=True)
-        from optuna.storages.journal import JournalFileBackend
-
-        return optuna.storages.JournalStorage(JournalFileBackend(str(output_dir / "study.journal")))
-    if isinstance(storage, str) and "://" in storage:
-        return optuna.storages.RDBStorage(storage)
-    if isinstance(storage, (str, Path)):
-        from optuna.storages.journal import JournalFileBackend
-
-        return optuna.storages.JournalStorage(JournalFileBackend(str(storage)))
-    return storage  # an optuna storage object
-
-
-def _run_optuna(ev: Evaluator, variants: list[Variant], method: str, min_quality: float, *, n_trials: int | None,
-                timeout_s: float | None, storage: Any, study_name: str, seed: int, progress: Callable | None) -> Any:
-    import optuna
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    by_knobs = {v.knobs: v for v in variants}
-    space = ev.space
-    sizes = (len(space.distill_width), len(space.prune_amount), len(space.quantize))
-    if method == "tpe":
-        sampler = optuna.samplers.TPESampler(seed=seed)
-        directions = ["minimize"]
-    elif method == "random":
-        sampler = optuna.samplers.RandomSampler(seed=seed)
-        directions = ["minimize"]
-    else:
-        sampler = optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(20, len(variants) // 2)))
-        directions = ["minimize", "maximize"]
-    study = optuna.create_study(study_name=study_name, storage=storage, sampler=sampler, directions=directions,
-                                load_if_exists=True)
-    done = sum(1 for t in study.trials if t.state.is_finished())
-    remaining = None if n_trials is None else max(0, n_trials - done)
-
-    def objective(trial: "optuna.Trial"):
-        knobs = tuple(trial.suggest_int(name, 0, n - 1) for name, n in zip(("distill", "prune", "quantize"), sizes))
-        v = by_knobs[knobs]
-        trial.set_user_attr("variant", v.key)
-        dep = ev.price(v)
-        if not dep.feasible:
-            trial.set_user_attr("error", dep.error or "no feasible deployment")
-            trial.set_constraint("quality", 1.0)  # infeasible: nothing meets the scenario
-            raise RuntimeError(dep.error or f"{v.key}: no feasible deployment")
-        q = ev.quality(v)
-        if q is None:
-            trial.set_user_attr("error", ev.quality_error(v))
-            raise RuntimeError(ev.quality_error(v))
-        trial.set_constraint("quality", min_quality - q)
-        trial.set_user_attr("quality", q)
-        if progress is not None:
-            progress(trial.number + 1, n_trials, v, q, dep.cost_usd)
-        return dep.cost_usd if len(directions) == 1 else (dep.cost_usd, q)
-
-    if remaining is None or remaining > 0:
-        study.optimize(objective, n_trials=remaining, timeout=timeout_s, catch=(Exception,))
-    return study
 
 
 def _pareto(rows: list[tuple[Variant, float, float]]) -> list[tuple[Variant, float, float]]:
@@ -118,16 +47,27 @@ def _pareto(rows: list[tuple[Variant, float, float]]) -> list[tuple[Variant, flo
 
 def search(workload: Any, space: SearchSpace, cost_model: Any, *, min_quality: float, method: str = "lazy",
            n_trials: int | None = None, timeout_s: float | None = None, max_evaluations: int | None = None,
-           storage: Any = None, output_dir: str | Path | None = None, seed: int = 0,
+           budget_usd: float | None = None, usd_per_hour: float | None = None,
+           fidelities: Sequence[float] | None = None, pruner: Any = "threshold", prune_margin: float = 0.05,
+           skip_dearer: bool = True, storage: Any = None, output_dir: str | Path | None = None, seed: int = 0,
            profile_time_cap_s: float = 0.5, progress: Callable | None = None, log: Callable[[str], None] | None = None,
            raise_infeasible: bool = True) -> SearchResult:
     """Find the cheapest strategy whose measured quality is at least ``min_quality``.
 
     ``workload``: a :class:`profilers.Workload` with an ``evaluate`` function (P(M)) and training data.
     ``cost_model``: a :class:`cost_models.CostModel` (the scenario and prices).
-    Budgets: ``n_trials`` / ``timeout_s`` (Optuna methods), ``max_evaluations`` (lazy). The best
-    strategy found so far is always returned; when none meets the constraints,
+
+    Budgets (any combination; checked before every quality evaluation, see
+    :mod:`optimizer.budget`): ``n_trials`` (Optuna methods), ``max_evaluations`` (quality
+    evaluations), ``timeout_s`` (wall seconds) and ``budget_usd`` (the search's compute: wall time
+    x ``usd_per_hour``, by default this machine's vCPUs at the price book's vCPU-hour price). The
+    best strategy found so far is always returned; when none meets the constraints,
     :class:`InfeasibleError` is raised (``raise_infeasible=False`` returns the result instead).
+
+    ``tpe`` / ``random`` only (see :mod:`optimizer.optuna_search`): ``fidelities`` (e.g.
+    ``[0.25, 1.0]``: train each variant with 25 % of its steps first) with ``pruner`` /
+    ``prune_margin``; ``skip_dearer`` prunes, untrained, a variant that cannot beat the best
+    feasible cost so far.
     """
     from profilers import Workload
 
@@ -143,6 +83,11 @@ def search(workload: Any, space: SearchSpace, cost_model: Any, *, min_quality: f
         raise invalid("search", "cost_model", "a cost_models.CostModel", type(cost_model).__name__)
     if not isinstance(min_quality, (int, float)) or isinstance(min_quality, bool) or not math.isfinite(min_quality):
         raise invalid("search", "min_quality", "a finite number", min_quality)
+    rungs = check_fidelities(fidelities, method)
+    if rungs:
+        make_pruner(pruner, len(rungs) - 1, prune_margin)  # validates pruner and prune_margin up front
+    budget = SearchBudget.for_search(cost_model, timeout_s=timeout_s, max_evaluations=max_evaluations,
+                                     budget_usd=budget_usd, usd_per_hour=usd_per_hour)
     out = Path(output_dir) if output_dir is not None else None
     ev = Evaluator(workload, space, cost_model, seed=seed, output_dir=out, profile_time_cap_s=profile_time_cap_s, log=log)
     variants = space.variants()
@@ -156,15 +101,26 @@ def search(workload: Any, space: SearchSpace, cost_model: Any, *, min_quality: f
             dep = ev.price(v)
             if progress is not None:
                 progress(i + 1, len(variants), v, None, dep.cost_usd)
+    def stop(_done: int = 0) -> str | None:  # counts this process's evaluations (journaled ones are free)
+        return budget.exhausted(ev.quality_calls, ev.quality_seconds)
+
+    pruned: dict[str, str] = {}
+    stopped = False  # a budget ended the search
     if method == "exhaustive":
-        for v in variants:
-            if ev.price(v).feasible:
-                ev.quality(v)
         message = "every variant with a feasible deployment was evaluated"
+        for v in variants:
+            if ev.price(v).feasible and not ev.evaluated(v):
+                reason = stop()
+                if reason:
+                    status, message = "best found", f"stopped before evaluating every variant: {reason}"
+                    stopped = True
+                    break
+                ev.quality(v)
     elif method == "lazy":
         lv = [LazyVariant(v.key, ev.price(v).cost_usd, v.knobs) for v in variants]
         by_key = {v.key: v for v in variants}
-        res = lazy_search(lv, lambda k: ev.quality(by_key[k]), min_quality, max_evaluations=max_evaluations)
+        res = lazy_search(lv, lambda k: ev.quality(by_key[k]), min_quality, max_evaluations=max_evaluations,
+                          stop=stop)
         certificate = tuple({"evaluated": r.key, "quality": r.quality, "feasible": r.feasible,
                              "ruled_out": list(r.ruled_out), "proven_feasible": list(r.proven_feasible),
                              "error": r.error} for r in res.certificate)
@@ -172,12 +128,12 @@ def search(workload: Any, space: SearchSpace, cost_model: Any, *, min_quality: f
         implied = {k for r in res.certificate for k in r.proven_feasible}
         message = res.message
         if res.status == "budget":
-            status = "best found"
+            status, stopped = "best found", True
     else:
-        name = _study_name(workload, space, cost_model, min_quality, method, seed)
-        study = _run_optuna(ev, variants, method, min_quality, n_trials=n_trials if n_trials is not None else space.size,
-                            timeout_s=timeout_s, storage=_storage(storage, out), study_name=name, seed=seed,
-                            progress=progress)
+        name = study_name(workload, space, cost_model, min_quality, method, seed)
+        study = run_optuna(ev, variants, method, min_quality, n_trials=n_trials if n_trials is not None else space.size,
+                           budget=budget, storage=storage_for(storage, out), name=name, seed=seed, progress=progress,
+                           fidelities=rungs, pruner=pruner, prune_margin=prune_margin, skip_dearer=skip_dearer)
         # trials finished earlier (a resumed study, or other workers on a shared storage) count too:
         # price their variants (cheap) and take their measured quality from the study
         by_key = {v.key: v for v in variants}
@@ -186,10 +142,16 @@ def search(workload: Any, space: SearchSpace, cost_model: Any, *, min_quality: f
             if v is not None and "quality" in t.user_attrs:
                 ev.price(v)
                 ev.record_quality(v, float(t.user_attrs["quality"]))  # kept if already known
+            elif v is not None and "pruned" in t.user_attrs:
+                ev.price(v)
+                pruned.setdefault(v.key, t.user_attrs["pruned"])
         for v in variants:  # evaluations journaled in this folder (earlier runs, other workers)
             if ev.evaluated(v):
                 ev.price(v)
         status, message = "best found", f"Optuna {method} study {name!r}: the best of the trials run"
+        reason = stop()
+        if reason:
+            message, stopped = message + f"; stopped: {reason}", True
 
     # ---- assemble the result from what the oracles know ----------------------------------------
     trials, rows = [], []
@@ -204,9 +166,12 @@ def search(workload: Any, space: SearchSpace, cost_model: Any, *, min_quality: f
             state = "failed" if q is None else ("feasible" if q >= min_quality else "below target")
         elif v.key in implied:
             state = "implied feasible"
+        elif v.key in pruned:
+            state = "pruned"
         else:
             state = "not evaluated"
-        err = (dep.error if dep is not None else "") or (ev.quality_error(v) if ev.evaluated(v) else "")
+        err = (dep.error if dep is not None else "") or (ev.quality_error(v) if ev.evaluated(v) else "") \
+            or pruned.get(v.key, "")
         trials.append(Trial(n, v.key, v.label, dep.cost_usd if dep else math.inf, (dep.device or "-") if dep else "-",
                             (dep.batch_size or 0) if dep else 0, q, state, err))
         if dep is not None and dep.feasible and q is not None:
@@ -214,14 +179,14 @@ def search(workload: Any, space: SearchSpace, cost_model: Any, *, min_quality: f
     feasible = [(v, c, q) for v, c, q in rows if q >= min_quality]
     best_v = min(feasible, key=lambda r: r[1])[0] if feasible else None
     base_v = variants[0] if variants[0].knobs == (0, 0, 0) else None
-    if base_v is not None and not ev.evaluated(base_v) and best_v is not None:
-        ev.quality(base_v)  # the baseline's quality, for the savings table
+    if base_v is not None and not ev.evaluated(base_v) and best_v is not None and not stop():
+        ev.quality(base_v)  # the baseline's quality, for the savings table (when the budget allows)
     best = ev.strategy(best_v, "measured") if best_v is not None else None
     baseline = ev.strategy(base_v, "measured") if base_v is not None and ev.price(base_v).feasible else None
     pareto = tuple(ev.strategy(v, "measured") for v, _, _ in _pareto(rows))
     closest: tuple[dict, ...] = ()
     if best is None:
-        status = "infeasible"
+        status = "best found" if stopped else "infeasible"
         cands = sorted(rows, key=lambda r: -r[2])[:3]
         closest = tuple({"label": v.label, "quality": q, "cost_usd": c,
                          "missed": f"quality {q:.4f} < {min_quality:g}"} for v, c, q in cands)
@@ -232,7 +197,8 @@ def search(workload: Any, space: SearchSpace, cost_model: Any, *, min_quality: f
     result = SearchResult(
         method=method, status=status, message=message, min_quality=float(min_quality), best=best, baseline=baseline,
         pareto=pareto, trials=tuple(trials), quality_evaluations=sum(1 for v in variants if ev.evaluated(v)),
-        seconds=time.perf_counter() - t0, certificate=certificate, violations=violations, closest=closest)
+        seconds=time.perf_counter() - t0, certificate=certificate, violations=violations, closest=closest,
+        spend=budget.describe())
     if out is not None:
         result.save(out / "results.json")
     if best is None and raise_infeasible:

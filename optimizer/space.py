@@ -91,19 +91,31 @@ class SearchSpace:
                                prune_amount=self.prune_amount[j], quantize=self.quantize[k]))
         return out
 
-    def techniques(self, v: "Variant") -> list[Any]:
-        """The technique configs that produce variant ``v`` (distill -> prune -> quantize)."""
+    def techniques(self, v: "Variant", fidelity: float = 1.0) -> list[Any]:
+        """The technique configs that produce variant ``v`` (distill -> prune -> quantize).
+
+        ``fidelity`` in (0, 1] scales the training each technique gets (distillation steps,
+        recovery fine-tuning steps; at least one step each): the low-fidelity rungs of a
+        multi-fidelity search. ``fidelity=1`` is the variant itself.
+        """
         from profilers.techniques import Distill, Prune, Quantize
+
+        def scaled(steps: int) -> int:
+            return steps if fidelity >= 1 or steps == 0 else max(1, round(steps * fidelity))
 
         seq: list[Any] = []
         if v.distill_width < 1:
-            seq.append(Distill(width=v.distill_width, steps=self.distill_steps))
+            seq.append(Distill(width=v.distill_width, steps=scaled(self.distill_steps)))
         if v.prune_amount > 0:
             kw = {"amount": 0.5} if self.prune_method == "semi_structured_2_4" else {"amount": v.prune_amount}
-            seq.append(Prune(self.prune_method, finetune_steps=self.finetune_steps, **kw))
+            seq.append(Prune(self.prune_method, finetune_steps=scaled(self.finetune_steps), **kw))
         if v.quantize != "none":
             seq.append(Quantize(v.quantize))
         return seq
+
+    def trains(self, v: "Variant") -> bool:
+        """Whether producing ``v`` trains (so a lower fidelity is cheaper than the full evaluation)."""
+        return v.distill_width < 1 or (v.prune_amount > 0 and self.finetune_steps > 0)
 
 
 @dataclass(frozen=True)

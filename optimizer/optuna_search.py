@@ -1,0 +1,202 @@
+"""The Optuna methods of :func:`optimizer.search`: ``tpe``, ``random`` and ``nsga2``.
+
+One trial = one model variant (its knob levels): the trial prices the variant (cheap), then
+measures its quality (expensive) unless one of these settles it first:
+
+* **no feasible deployment**: the trial fails with the reason (nothing to train);
+* **dearer than the best feasible so far** (``skip_dearer``, single-objective only): the cost is
+  known before any training, so a variant that cannot beat the incumbent is pruned untrained;
+* **multi-fidelity** (``fidelities``, single-objective only): the variant is first trained with a
+  fraction of its steps; after each rung the quality shortfall ``min_quality - q`` is reported
+  (``trial.report``, step = rung number) and the pruner (Optuna's ``ThresholdPruner`` by default:
+  prune when the shortfall exceeds ``prune_margin``; or ``median``, ``hyperband``,
+  ``successive_halving``, or any ``optuna.pruners.BasePruner``) may stop it there. Each rung
+  retrains from the base model, so a rung's result is reproducible under its own content key and
+  the last rung is exactly the full evaluation the other methods share.
+
+Counting: ``n_trials`` counts finished trials of the study (this worker's and others' on a
+shared storage, from earlier runs too) except those cut short by Ctrl-C or a budget, which are
+marked ``unfinished`` and do not use up a trial. A callback stops every worker once the count is
+reached, so workers overshoot by at most the trials already running elsewhere.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from profilers._config import invalid, to_json_dict
+
+__all__ = ["PRUNERS", "make_pruner", "check_fidelities", "run_optuna", "study_name", "storage_for", "counted"]
+
+PRUNERS = ("threshold", "median", "hyperband", "successive_halving", "none")
+KNOB_NAMES = ("distill", "prune", "quantize")
+
+
+def study_name(workload: Any, space: Any, cost_model: Any, min_quality: float, method: str, seed: int) -> str:
+    payload = json.dumps({"space": to_json_dict(space), "scenario": to_json_dict(cost_model.scenario),
+                          "min_quality": min_quality, "method": method, "seed": seed}, sort_keys=True, default=str)
+    return f"sigmastar-{workload.name}-{method}-{hashlib.sha256(payload.encode()).hexdigest()[:12]}"
+
+
+def storage_for(storage: Any, output_dir: Path | None):
+    """An Optuna storage: None -> a journal file in ``output_dir`` (in memory without one); a URL
+    with ``://`` -> RDBStorage (e.g. PostgreSQL, for several workers); a path -> a journal file."""
+    import optuna
+    from optuna.storages.journal import JournalFileBackend
+
+    if storage is None:
+        if output_dir is None:
+            return None
+        output_dir.mkdir(parents=True, exist_ok=True)
+        return optuna.storages.JournalStorage(JournalFileBackend(str(output_dir / "study.journal")))
+    if isinstance(storage, str) and "://" in storage:
+        return optuna.storages.RDBStorage(storage)
+    if isinstance(storage, (str, Path)):
+        return optuna.storages.JournalStorage(JournalFileBackend(str(storage)))
+    return storage  # an optuna storage object
+
+
+def check_fidelities(fidelities: Any, method: str) -> tuple[float, ...]:
+    """Validated rungs, increasing, ending at 1.0 (appended when missing); () = single fidelity."""
+    if fidelities is None:
+        return ()
+    if method not in ("tpe", "random"):
+        raise invalid("search", "fidelities", "None for method " + repr(method) + " (multi-fidelity needs a "
+                      "single-objective Optuna method: 'tpe' or 'random')", fidelities)
+    vals = list(fidelities) if not isinstance(fidelities, (str, bytes)) and hasattr(fidelities, "__iter__") else None
+    if not vals or any(not isinstance(f, (int, float)) or isinstance(f, bool) or not 0 < f <= 1 for f in vals) \
+            or any(b <= a for a, b in zip(vals, vals[1:])):
+        raise invalid("search", "fidelities", "an increasing list of fractions in (0, 1] (e.g. [0.25, 1.0])",
+                      fidelities)
+    if vals[-1] < 1:
+        vals.append(1.0)
+    return tuple(float(f) for f in vals)
+
+
+def make_pruner(pruner: Any, rungs: int, margin: float):
+    """An Optuna pruner from a name (:data:`PRUNERS`) or a ``BasePruner`` instance."""
+    import optuna
+
+    if isinstance(pruner, optuna.pruners.BasePruner):
+        return pruner
+    if pruner not in PRUNERS:
+        raise invalid("search", "pruner", "one of " + ", ".join(map(repr, PRUNERS)) + " or an optuna BasePruner",
+                      pruner)
+    if not isinstance(margin, (int, float)) or isinstance(margin, bool) or not margin >= 0:
+        raise invalid("search", "prune_margin", "a number >= 0 (quality units)", margin)
+    if pruner == "threshold":
+        return optuna.pruners.ThresholdPruner(upper=float(margin))
+    if pruner == "median":
+        return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
+    if pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, rungs), reduction_factor=3)
+    if pruner == "successive_halving":
+        return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
+    return optuna.pruners.NopPruner()
+
+
+def counted(study: Any) -> int:
+    """Finished trials that use up ``n_trials`` (not those cut short by Ctrl-C or a budget)."""
+    return sum(1 for t in study.get_trials(deepcopy=False)
+               if t.state.is_finished() and "unfinished" not in t.user_attrs)
+
+
+def _best_feasible(study: Any, min_quality: float) -> float:
+    import optuna
+
+    costs = [t.values[0] for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+             if t.user_attrs.get("quality", -math.inf) >= min_quality]
+    return min(costs, default=math.inf)
+
+
+def run_optuna(ev: Any, variants: Sequence[Any], method: str, min_quality: float, *, n_trials: int | None,
+               budget: Any, storage: Any, name: str, seed: int, progress: Callable | None,
+               fidelities: tuple[float, ...] = (), pruner: Any = "threshold", prune_margin: float = 0.05,
+               skip_dearer: bool = True) -> Any:
+    """Run (or resume, or join) the study; returns it. See the module docstring."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    by_knobs = {v.knobs: v for v in variants}
+    space = ev.space
+    sizes = (len(space.distill_width), len(space.prune_amount), len(space.quantize))
+    single = method in ("tpe", "random")
+    if method == "tpe":
+        sampler = optuna.samplers.TPESampler(seed=seed)
+    elif method == "random":
+        sampler = optuna.samplers.RandomSampler(seed=seed)
+    else:
+        sampler = optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(20, len(variants) // 2)))
+    study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
+                                directions=["minimize"] if single else ["minimize", "maximize"],
+                                pruner=make_pruner(pruner if fidelities else "none", len(fidelities) - 1, prune_margin),
+                                load_if_exists=True)
+    remaining = None if n_trials is None else max(0, n_trials - counted(study))
+
+    def stop_reason() -> str | None:
+        return budget.exhausted(ev.quality_calls, ev.quality_seconds)
+
+    def cut_short(trial: Any, reason: str) -> None:
+        trial.set_user_attr("unfinished", reason)
+        trial.study.stop()
+        raise optuna.TrialPruned(reason)
+
+    def evaluate(trial: Any, v: Any, fidelity: float) -> float:
+        if not ev.evaluated(v) or fidelity < 1:
+            reason = stop_reason()
+            if reason:
+                cut_short(trial, reason)
+        q = ev.quality(v, fidelity)
+        if q is None:
+            err = ev.quality_error(v, fidelity) + ("" if fidelity >= 1 else f" (at fidelity {fidelity:g})")
+            trial.set_user_attr("error", err)
+            raise RuntimeError(err)
+        return q
+
+    def objective(trial: Any):
+        knobs = tuple(trial.suggest_int(n, 0, s - 1) for n, s in zip(KNOB_NAMES, sizes))
+        v = by_knobs[knobs]
+        trial.set_user_attr("variant", v.key)
+        try:
+            dep = ev.price(v)
+            if not dep.feasible:
+                trial.set_user_attr("error", dep.error or "no feasible deployment")
+                trial.set_constraint("quality", 1.0)  # infeasible: nothing meets the scenario
+                raise RuntimeError(dep.error or f"{v.key}: no feasible deployment")
+            if single and skip_dearer and not ev.evaluated(v):
+                best = _best_feasible(trial.study, min_quality)
+                if dep.cost_usd >= best:
+                    trial.set_user_attr("pruned", f"not trained: its cost ${dep.cost_usd:,.2f} cannot beat the best "
+                                                  f"feasible so far (${best:,.2f})")
+                    raise optuna.TrialPruned("dearer than the best feasible so far")
+            if fidelities and space.trains(v) and not ev.evaluated(v):
+                for step, f in enumerate(fidelities[:-1], start=1):
+                    qf = evaluate(trial, v, f)
+                    trial.report(min_quality - qf, step)
+                    if trial.should_prune():
+                        trial.set_user_attr("pruned", f"quality {qf:.4f} after {f:.0%} of its training "
+                                                      f"(target {min_quality:g}); pruned by {type(trial.study.pruner).__name__}")
+                        trial.set_user_attr("partial_quality", qf)
+                        raise optuna.TrialPruned(f"pruned at fidelity {f:g}")
+            q = evaluate(trial, v, 1.0)
+        except KeyboardInterrupt:
+            trial.set_user_attr("unfinished", "interrupted (Ctrl-C)")
+            raise
+        trial.set_constraint("quality", min_quality - q)
+        trial.set_user_attr("quality", q)
+        if progress is not None:
+            progress(trial.number + 1, n_trials, v, q, dep.cost_usd)
+        return dep.cost_usd if single else (dep.cost_usd, q)
+
+    def cap(study: Any, trial: Any) -> None:  # every worker stops once the study has its trials
+        if (n_trials is not None and counted(study) >= n_trials) or stop_reason():
+            study.stop()
+
+    if (remaining is None or remaining > 0) and not stop_reason():
+        timeout = None if budget.timeout_s is None else max(0.0, budget.timeout_s - budget.elapsed_s)
+        study.optimize(objective, n_trials=remaining, timeout=timeout, catch=(Exception,), callbacks=[cap])
+    return study
