@@ -193,8 +193,12 @@ def write(args, variants, families, rows, summary, disagreements) -> None:
             f"Load average when the run ended: {', '.join(f'{x:.1f}' for x in os.getloadavg())} "
             "(a shared machine: absolute times are noisy; every variant ran on the same instances in one run).",
             "", *NOTES, ""]
+    sys.path.insert(0, str(Path(__file__).parent))
+    # write_section keeps the other sections of layerwise.md (layerwise_profile_bench.py writes one)
+    from layerwise_profile_bench import write_section
+
     path = Path(__file__).parent / "results" / "layerwise.md"
-    path.write_text("\n".join(out))
+    write_section(path, out[0], out)
     print(f"wrote {path}")
 
 

@@ -26,6 +26,9 @@ _EXPORTS = {
     "workloads": None,
     "techniques": None,
     "project": ".projection",
+    "profile_layers": ".layer_profile",
+    "LayerProfile": ".layer_profile",
+    "assemble_layers": ".layer_profile",
     "ConfigError": "._config",
     "SigmastarError": "._config",
 }
