@@ -201,19 +201,19 @@ def _energy(name: str, device_hours: float, watts: float, scenario: Scenario, pr
 
 
 def c_data(usage: Usage, scenario: Scenario, prices: PriceBook) -> list[LineItem]:
-    """Labeling, acquisition and preprocessing per technique (or base), and dataset storage."""
+    """Labeling, acquisition and preprocessing per applied technique (or base), and dataset storage."""
     d = scenario.data
     items = []
     for key, n in sorted(d.labeled_samples.items()):
-        if n > 0:
+        if n > 0 and scenario.applies(key):
             items.append(_item("data", f"labeling ({key})", n, "label", d.usd_per_label, f"{n:,.0f} labels",
                                "Scenario.data.usd_per_label", "data"))
     for key, usd in sorted(d.acquisition_usd.items()):
-        if usd > 0:
+        if usd > 0 and scenario.applies(key):
             items.append(_item("data", f"data acquisition ({key})", 1.0, "lump sum", usd, "1",
                                "Scenario.data.acquisition_usd", "data"))
     for key, usd in sorted(d.preprocessing_usd.items()):
-        if usd > 0:
+        if usd > 0 and scenario.applies(key):
             items.append(_item("data", f"preprocessing ({key})", 1.0, "lump sum", usd, "1",
                                "Scenario.data.preprocessing_usd", "data"))
     months = usage.horizon_months if d.storage_months is None else d.storage_months

@@ -277,7 +277,12 @@ class Ownership:
 @serializable("cost_models.scenario")
 @dataclass(frozen=True)
 class Scenario:
-    """Everything the user plans; see the plan classes. ``techniques`` name what is applied."""
+    """Everything the user plans; see the plan classes. ``techniques`` name what is applied.
+
+    The plans' per-technique figures (``DataPlan.labeled_samples``, ``PeoplePlan.hours``, ...) may
+    name any technique of techniques.toml (or of ``techniques``): only "base" and the applied
+    techniques are priced, so one scenario serves every variant of a search.
+    """
 
     name: str = "scenario"
     techniques: tuple[str, ...] = ()
@@ -304,7 +309,10 @@ class Scenario:
                               + ") or ones given PeoplePlan.hours", t)
         if len(set(techs)) != len(techs):
             raise invalid(o, "techniques", "distinct names", techs)
-        allowed = set(techs) | {"base"}
+        # per-technique figures may name any known technique, applied here or not: a search keeps one
+        # scenario and applies a different set of techniques per variant (keys of techniques this
+        # scenario does not apply are kept and cost nothing, see :meth:`applies`)
+        allowed = sorted(set(_TECHNIQUES) | set(techs))
         for owner, name, m in (("DataPlan", "labeled_samples", self.data.labeled_samples),
                                ("DataPlan", "acquisition_usd", self.data.acquisition_usd),
                                ("DataPlan", "preprocessing_usd", self.data.preprocessing_usd),
@@ -312,9 +320,13 @@ class Scenario:
                                ("PeoplePlan", "hours", self.people.hours),
                                ("PeoplePlan", "maintenance_hours_per_month", self.people.maintenance_hours_per_month)):
             for k in m:
-                if k not in allowed and not (owner == "PeoplePlan" and name == "hours" and k in techs):
-                    raise invalid(owner, f"{name}[{k!r}]", "keyed by one of the scenario's techniques "
-                                  + repr(sorted(allowed)), k)
+                if k != "base" and k not in allowed:
+                    raise invalid(owner, f"{name}[{k!r}]", "keyed by 'base' or a technique name: one of "
+                                  + ", ".join(repr(a) for a in allowed), k)
+
+    def applies(self, key: str) -> bool:
+        """Whether a per-technique key counts here: "base", or a technique this scenario applies."""
+        return key == "base" or key in self.techniques
 
     # ---- per-technique figures, user override first, then techniques.toml ----------------
     def engineer_hours(self, technique: str) -> float:

@@ -107,21 +107,16 @@ def _parse_scenario(path: str, t: Any, name: str, *, whatif: WhatIf | None) -> A
             plans[key] = cls(**sub)
         except ConfigError as e:
             raise _remap(e, cls_name, f"{path}.{key}") from None
-    # cost_models.Scenario accepts per-technique keys only for the techniques it applies, and the
-    # search (and the what-if) set those per variant: a key for one technique would fail every variant
-    # that does not apply it. Until that changes, only "base" keys are usable in a job.
-    for plan, f in (("data", "labeled_samples"), ("data", "acquisition_usd"), ("data", "preprocessing_usd"),
-                    ("training", "technique_epochs"), ("people", "hours"), ("people", "maintenance_hours_per_month")):
-        for k in getattr(plans[plan], f):
-            if k != "base":
-                raise _err(f"{path}.{plan}.{f}[{k!r}]", "keyed by 'base' (per-technique overrides fail every variant "
-                           "that does not apply that technique, so jobs cannot use them yet; the defaults come "
-                           "from cost_models/data/techniques.toml)", k)
+    # per-technique keys (people.hours = { prune = 16 }, data.labeled_samples = { distill = 50_000 })
+    # may name any technique of cost_models/data/techniques.toml: the scenario checks the names, and
+    # the search prices each variant with the keys of the techniques it applies
     sname = _string(f"{path}.name", t["name"]) if "name" in t else name
     try:
         return cost_models.Scenario(name=sname, **plans)
     except ConfigError as e:
-        raise _remap(e, "Scenario", path) from None
+        owner = str(e).split(".", 1)[0]  # the scenario checks its plans' per-technique keys
+        plan = {cls_name: key for key, cls_name in _SCENARIO_PLANS.items()}.get(owner)
+        raise (_remap(e, owner, f"{path}.{plan}") if plan else _remap(e, "Scenario", path)) from None
 
 
 def _parse_prices(path: str, t: Any, base: Path) -> tuple[str | None, tuple[Any, ...]]:

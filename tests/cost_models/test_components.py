@@ -148,6 +148,26 @@ def test_technique_training_uses_its_data(prices):
     assert names(b)["training compute (prune, TestGPU-24, on_demand)"].cost_usd == approx(0.2)
 
 
+def test_overrides_of_techniques_not_applied_cost_nothing(prices):
+    # one scenario for a whole search: prune's 16 h and distill's 50,000 labels (x $0.05 = $2,500) are
+    # priced only in the variants that apply them
+    sc = Scenario(serving=ServingPlan(horizon_months=12),
+                  data=DataPlan(labeled_samples={"distill": 50_000}, usd_per_label=0.05,
+                                acquisition_usd={"distill": 200}, preprocessing_usd={"prune": 70}),
+                  people=PeoplePlan(usd_per_hour=100, hours={"prune": 16, "distill": 0},
+                                    maintenance_hours_per_month={"prune": 0, "distill": 0}),
+                  training=TrainingPlan(technique_epochs={"prune": 0, "distill": 0}))
+    m = CostModel(sc, prices)
+    assert m.estimate(figures()).components == {"hardware": 0, "train_deploy": 0, "data": 0, "human": 0}
+    pruned = names(m.with_scenario(techniques=("prune",)).estimate(figures()))
+    assert pruned["apply and tune prune"].quantity == 16 and pruned["apply and tune prune"].cost_usd == approx(1600)
+    assert "Scenario.people.hours" in pruned["apply and tune prune"].provenance
+    assert pruned["preprocessing (prune)"].cost_usd == approx(70) and "labeling (distill)" not in pruned
+    distilled = m.with_scenario(techniques=("distill",)).estimate(figures())
+    assert names(distilled)["labeling (distill)"].cost_usd == approx(2500)  # 50,000 x $0.05
+    assert distilled.components["data"] == approx(2700) and distilled.components["human"] == 0
+
+
 def test_separate_training_figures_and_device(prices):
     # serve on TestGPU-24; train on H100-SXM at $6.88/h: 3,600 s of steps = 1 device-h
     sc = Scenario(training=TrainingPlan(samples_per_epoch=1000), serving=ServingPlan(avg_requests_per_s=1,

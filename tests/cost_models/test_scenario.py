@@ -42,9 +42,15 @@ def test_unknown_technique_and_stray_keys():
                                           r"or ones given PeoplePlan.hours; got 'magic'."):
         Scenario(techniques=("magic",))
     Scenario(techniques=("magic",), people=PeoplePlan(hours={"magic": 3}))  # user-defined technique
-    with pytest.raises(ConfigError, match=re.escape("DataPlan.labeled_samples['distil'] must be keyed by one of the "
-                                                    "scenario's techniques ['base', 'distill']; got 'distil'.")):
+    with pytest.raises(ConfigError, match=r"^DataPlan.labeled_samples\['distil'\] must be keyed by 'base' or a "
+                                          r"technique name: one of .*'distill', .*'prune', .*; got 'distil'.$"):
         Scenario(techniques=("distill",), data=DataPlan(labeled_samples={"distil": 10}))
+    with pytest.raises(ConfigError, match=r"^PeoplePlan.hours\['pruning'\] must be keyed by 'base' or a technique "
+                                          r"name: one of .*'prune'.*; got 'pruning'.$"):
+        Scenario(people=PeoplePlan(hours={"pruning": 16}))
+    # a technique's own name, applied or not: a search keeps one scenario for every variant
+    sc = Scenario(techniques=("magic",), people=PeoplePlan(hours={"magic": 3, "prune": 16}))
+    assert sc.engineer_hours("prune") == 16 and not sc.applies("prune") and sc.applies("magic")
 
 
 def test_defaults_come_from_data_files():

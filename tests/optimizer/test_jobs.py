@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from cost_models import Scenario
+from cost_models import Scenario, technique_defaults
 from optimizer import SearchSpace
 from optimizer.jobs import Job, WhatIf, bundled_jobs, default_job_path, load_job, parse_job
 from profilers import hardware, workloads
@@ -22,6 +22,7 @@ DEVICES = GPUS + ", 'host'"
 WORKLOADS = ", ".join(repr(n) for n in workloads.names())
 WORKLOAD_ALLOWED = (f"a built-in workload ({WORKLOADS}), 'package.module:function' or 'file.py:function'")
 TOP_KEYS = "name, kind, description, workload, output, space, scenario, prices, constraints, search, whatif"
+TECHNIQUES = ", ".join(repr(n) for n in sorted(technique_defaults()))  # cost_models/data/techniques.toml
 
 BASE = {
     "name": "t",
@@ -68,6 +69,18 @@ def test_a_valid_job_builds_typed_configs():
     assert job.min_quality == 0.95 and job.method == "lazy" and job.output == "runs/t"
     with pytest.raises(dataclasses.FrozenInstanceError):
         job.name = "other"
+
+
+def test_per_technique_overrides_parse_for_techniques_a_variant_may_lack():
+    # one scenario for every variant: the search prices each one with its own techniques' keys
+    job = parse_job(edit(edit(BASE, "scenario.people", {"hours": {"prune": 16}, "maintenance_hours_per_month":
+                                                        {"prune": 0.5}}),
+                         "scenario.data", {"labeled_samples": {"distill": 50_000}, "usd_per_label": 0.05}))
+    sc = job.scenario
+    assert sc.techniques == () and sc.people.hours == {"prune": 16} and sc.data.labeled_samples == {"distill": 50_000}
+    pruned = job.cost_model().with_scenario(techniques=("prune",)).scenario
+    assert pruned.engineer_hours("prune") == 16 and pruned.maintenance_hours_per_month("prune") == 0.5
+    assert loads(job.to_json()).scenario == sc
 
 
 def test_a_job_round_trips_through_json():
@@ -238,10 +251,17 @@ CASES = [
     (edit(BASE, "scenario.techniques", ["prune"]),
      "job.scenario.techniques must be absent (the search sets each variant's techniques from job.space); "
      "got ['prune']."),
-    (edit(BASE, "scenario.people.hours", {"prune": 80}),
-     "job.scenario.people.hours['prune'] must be keyed by 'base' (per-technique overrides fail every variant that "
-     "does not apply that technique, so jobs cannot use them yet; the defaults come from "
-     "cost_models/data/techniques.toml); got 'prune'."),
+    (edit(BASE, "scenario.people.hours", {"prune": 16, "pruning": 16}),
+     f"job.scenario.people.hours['pruning'] must be keyed by 'base' or a technique name: one of {TECHNIQUES}; "
+     "got 'pruning'."),
+    (edit(BASE, "scenario.data.labeled_samples", {"distil": 50_000}),
+     f"job.scenario.data.labeled_samples['distil'] must be keyed by 'base' or a technique name: one of "
+     f"{TECHNIQUES}; got 'distil'."),
+    (edit(BASE, "scenario.training.technique_epochs", {"quantize": 1}),
+     f"job.scenario.training.technique_epochs['quantize'] must be keyed by 'base' or a technique name: one of "
+     f"{TECHNIQUES}; got 'quantize'."),
+    (edit(BASE, "scenario.people.hours", {"prune": -16}),
+     "job.scenario.people.hours['prune'] must be a finite number >= 0; got -16."),
     (edit(BASE, "scenario.serve", {}),
      "job.scenario must be a table with keys among name, techniques, serving, training, data, people, ownership; "
      "got unknown key 'serve' (did you mean 'serving'?)."),

@@ -126,6 +126,32 @@ def test_16_bit_digits_variants_are_priced_and_evaluated(wl, cost_model):
     assert by_key["w1-p0-qbf16"].device == "H100-SXM"
 
 
+def test_each_variant_is_priced_with_the_overrides_of_its_own_techniques(wl):
+    from optimizer.evaluate import Evaluator
+    from optimizer.jobs import parse_job
+
+    job = parse_job({
+        "name": "overrides", "workload": "digits", "constraints": {"min_quality": 0.9},
+        "space": {"distill_width": [1.0, 0.5], "prune_amount": [0.0, 0.5], "devices": ["T4"], "batch_sizes": [16]},
+        "scenario": {"serving": {"avg_requests_per_s": 100}, "training": {"samples_per_epoch": 1347},
+                     "people": {"hours": {"prune": 16}},
+                     "data": {"labeled_samples": {"distill": 50_000}, "usd_per_label": 0.05}}})
+    ev = Evaluator(wl, job.space, job.cost_model(), profile_time_cap_s=0.2)
+    items = {}
+    for v in job.space.variants():
+        dep = ev.price(v)
+        assert dep.feasible, dep.error
+        items[v.key] = {it.name: it for it in dep.breakdown.items}
+    base, pruned, distilled = items["w1-p0-qnone"], items["w1-p0.5-qnone"], items["w0.5-p0-qnone"]
+    assert not any(n.startswith(("apply and tune", "labeling")) for n in base)  # overrides of unused techniques cost nothing
+    tune = pruned["apply and tune prune"]
+    assert tune.quantity == 16 and "Scenario.people.hours" in tune.provenance  # 16 h instead of techniques.toml's 40
+    assert "labeling (distill)" not in pruned
+    assert distilled["labeling (distill)"].cost_usd == pytest.approx(2_500)  # 50,000 labels x $0.05
+    assert distilled["apply and tune distill"].quantity == 120  # no override: techniques.toml's assumption
+    assert "labeling (distill)" in items["w0.5-p0.5-qnone"] and "apply and tune prune" in items["w0.5-p0.5-qnone"]
+
+
 def test_result_exports(exhaustive, tmp_path):
     res, _ = exhaustive
     again = loads(res.to_json())
