@@ -26,7 +26,7 @@ DEFAULT_DEVICES = "host,T4,L4,A100-80GB,H100-SXM"
 
 def _cmd_profile(args: argparse.Namespace) -> int:
     from profilers import analyze, hardware, measure, project, workloads
-    from profilers._config import ConfigError, invalid, to_json_dict
+    from profilers._config import invalid, to_json_dict
     from profilers.report import PROJECTION_HEADER, profile_text, projection_table, text_table
 
     for path in args.device_file or ():
@@ -162,7 +162,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
     prog = _progress(job, args)
     prog.show()
     try:
-        run = run_search(job, out, storage=args.storage, progress=prog.on_progress, log=prog.on_log)
+        run = run_search(job, out, storage=args.storage, progress=prog.on_progress, log=prog.on_log,
+                             on_evaluation=prog.on_evaluation)
     except KeyboardInterrupt:
         prog.close()
         n = finished_evaluations(out)
@@ -207,7 +208,8 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     prog = _progress(job, args)
     before = finished_evaluations(out)
     try:
-        run = run_search(job, out, storage=args.storage, progress=prog.on_progress, log=prog.on_log, analyze=False)
+        run = run_search(job, out, storage=args.storage, progress=prog.on_progress, log=prog.on_log,
+                             on_evaluation=prog.on_evaluation, analyze=False)
     except KeyboardInterrupt:
         prog.close()
         _err(f"sigmastar worker: interrupted; finished trials are in the study and "

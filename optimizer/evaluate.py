@@ -48,11 +48,12 @@ class Deployment:
 class Evaluator:
     def __init__(self, workload: Any, space: SearchSpace, cost_model: Any, *, seed: int = 0,
                  output_dir: str | Path | None = None, profile_time_cap_s: float = 0.5,
-                 log: Callable[[str], None] | None = None) -> None:
+                 log: Callable[[str], None] | None = None, on_evaluation: Callable | None = None) -> None:
         self.workload, self.space, self.cost_model, self.seed = workload, space, cost_model, seed
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.profile_time_cap_s = profile_time_cap_s
         self.log = log or (lambda m: None)
+        self.on_evaluation = on_evaluation  # (variant, quality or None, fidelity, error) after each evaluation
         self.base = workload.build()
         from profilers.techniques import TechniqueCache
 
@@ -180,6 +181,8 @@ class Evaluator:
                                     "error": err, "seconds": seconds}) + "\n")
         at = "" if fidelity >= 1 else f" at fidelity {fidelity:g}"
         self.log(f"quality {v.key}{at}: {q if q is not None else 'failed: ' + err}")
+        if self.on_evaluation is not None:
+            self.on_evaluation(v, q, fidelity, err)
         return q
 
     def record_quality(self, v: Variant, q: float) -> None:

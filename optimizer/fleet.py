@@ -198,7 +198,7 @@ def _model(demands, offers, sharing, maximize: int | None = None):
 def _diagnose(demands, offers, sharing, solver, deadline) -> tuple[dict[str, float], tuple[str, ...], str]:
     """Per model: the most QPS it can get (alone if it cannot be met alone, else with the others met)."""
     base = _model(demands, offers, sharing)
-    thr, cap, qps = base["thr"], base["cap"], base["qps"]
+    thr, cap = base["thr"], base["cap"]
     alone = {}
     for m, dm in enumerate(demands):
         servers = thr[:, m] > 0

@@ -32,6 +32,7 @@ from ._job_fields import (
     _string,
 )
 from .job_spec import _METHODS, KINDS, Job, _check_workload
+from .optuna_search import PRUNERS
 from .whatif import WhatIf, _parse_whatif
 
 __all__ = ["bundled_jobs", "default_job_path", "load_job", "parse_job"]
@@ -42,7 +43,52 @@ _OPTUNA = ("tpe", "random", "nsga2")
 # ----------------------------------------------------------------------------------------------
 _TOP = ("name", "kind", "description", "workload", "output", "space", "scenario", "prices", "constraints", "search",
         "whatif")
-_SEARCH_KEYS = ("method", "n_trials", "timeout_s", "max_evaluations", "seed", "profile_time_cap_s", "storage")
+def _fraction(path: str, v: Any) -> float:
+    if not _is_num(v) or not 0 < v <= 1:
+        raise _err(path, "a fraction in (0, 1]", v)
+    return float(v)
+
+
+def _fidelities(path: str, v: Any) -> tuple[float, ...]:
+    vals = _list(path, v, _fraction)
+    if any(b <= a for a, b in zip(vals, vals[1:])):
+        raise _err(path, "an increasing list of fractions in (0, 1] (e.g. [0.25, 1.0])", v)
+    return vals
+
+
+def _non_negative(path: str, v: Any) -> float:
+    if not _is_num(v) or v < 0:
+        raise _err(path, "a number >= 0", v)
+    return float(v)
+
+
+def _bool(path: str, v: Any) -> bool:
+    if not isinstance(v, bool):
+        raise _err(path, "true or false", v)
+    return v
+
+
+_ALL = ("lazy", "exhaustive", *_OPTUNA)
+_ONE_OBJECTIVE = ("tpe", "random")
+_MF = "multi-fidelity pruning is for 'tpe' and 'random'"
+# key -> (check, methods that take it, why the others do not); every budget applies to every method
+_SEARCH_FIELDS: dict[str, tuple[Any, tuple[str, ...], str]] = {
+    "n_trials": (lambda p, v: _int(p, v, 1), _OPTUNA,
+                 "a trial budget is for 'tpe', 'random' and 'nsga2'; cap 'lazy' with max_evaluations"),
+    "timeout_s": (_positive, _ALL, ""),
+    "max_evaluations": (lambda p, v: _int(p, v, 1), _ALL, ""),
+    "budget_usd": (_positive, _ALL, ""),
+    "usd_per_hour": (_positive, _ALL, ""),
+    "fidelities": (_fidelities, _ONE_OBJECTIVE, _MF),
+    "pruner": (_choice(PRUNERS), _ONE_OBJECTIVE, _MF),
+    "prune_margin": (_non_negative, _ONE_OBJECTIVE, _MF),
+    "skip_dearer": (_bool, _ONE_OBJECTIVE, "pruning variants dearer than the incumbent is for 'tpe' and 'random'"),
+    "seed": (lambda p, v: _int(p, v, 0), _ALL, ""),
+    "profile_time_cap_s": (_positive, _ALL, ""),
+    "storage": (_string, _OPTUNA, "Optuna storage is for 'tpe', 'random' and 'nsga2'; every method keeps its "
+                                  "evaluations in the output folder"),
+}
+_SEARCH_KEYS = ("method", *_SEARCH_FIELDS)
 _SCENARIO_PLANS = {"serving": "ServingPlan", "training": "TrainingPlan", "data": "DataPlan",
                    "people": "PeoplePlan", "ownership": "Ownership"}
 
@@ -222,31 +268,12 @@ def parse_job(data: Mapping[str, Any], *, source: str | Path | None = None) -> J
     s = _keys("job.search", data.get("search", {}), _SEARCH_KEYS)
     method = _choice(_METHODS)("job.search.method", s.get("method", "lazy"))
     kw: dict[str, Any] = {}
-    if "n_trials" in s:
-        if method not in _OPTUNA:
-            raise _err("job.search.n_trials", f"absent with method {method!r} (a trial budget is for 'tpe', 'random' "
-                       "and 'nsga2'; cap 'lazy' with max_evaluations)", s["n_trials"])
-        kw["n_trials"] = _int("job.search.n_trials", s["n_trials"], 1)
-    if "timeout_s" in s:
-        if method not in _OPTUNA:
-            raise _err("job.search.timeout_s", f"absent with method {method!r} (a time budget is for 'tpe', "
-                       "'random' and 'nsga2'; Ctrl-C stops any search and the same command resumes it)",
-                       s["timeout_s"])
-        kw["timeout_s"] = _positive("job.search.timeout_s", s["timeout_s"])
-    if "max_evaluations" in s:
-        if method != "lazy":
-            raise _err("job.search.max_evaluations", f"absent with method {method!r} (it caps the 'lazy' search; "
-                       "budget Optuna methods with n_trials or timeout_s)", s["max_evaluations"])
-        kw["max_evaluations"] = _int("job.search.max_evaluations", s["max_evaluations"], 1)
-    if "seed" in s:
-        kw["seed"] = _int("job.search.seed", s["seed"], 0)
-    if "profile_time_cap_s" in s:
-        kw["profile_time_cap_s"] = _positive("job.search.profile_time_cap_s", s["profile_time_cap_s"])
-    if "storage" in s:
-        kw["storage"] = _string("job.search.storage", s["storage"])
-        if method not in _OPTUNA:
-            raise _err("job.search.storage", f"absent with method {method!r} (Optuna storage is for 'tpe', 'random' "
-                       "and 'nsga2'; every method keeps its evaluations in the output folder)", s["storage"])
+    for key, (check, methods, why) in _SEARCH_FIELDS.items():
+        if key not in s:
+            continue
+        if method not in methods:
+            raise _err(f"job.search.{key}", f"absent with method {method!r} ({why})", s[key])
+        kw[key] = check(f"job.search.{key}", s[key])
     scenario = _parse_scenario("job.scenario", data.get("scenario", {}), name, whatif=None)
     pf, rows = _parse_prices("job.prices", data.get("prices", {}), base)
     job = Job(name=name, kind=kind, description=desc, workload=workload, space=space, scenario=scenario,

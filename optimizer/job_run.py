@@ -124,7 +124,7 @@ def analyze_best(job: Job, workload: Any, cost_model: Any, result: Any,
 
 
 def run_search(job: Job, output_dir: str | Path | None = None, *, storage: str | None = None, progress: Any = None,
-               log: Any = None, analyze: bool = True) -> SearchRun:
+               log: Any = None, on_evaluation: Any = None, analyze: bool = True) -> SearchRun:
     """Run a search job into ``output_dir`` (default ``job.output``); resumes what is there.
 
     Quality evaluations are journaled by :func:`optimizer.search` in ``evaluations.jsonl`` (and
@@ -147,7 +147,8 @@ def run_search(job: Job, output_dir: str | Path | None = None, *, storage: str |
     kw = job.search_kwargs()
     if storage is not None:
         kw["storage"] = storage
-    result = search(wl, job.space, cm, output_dir=out, progress=progress, log=log, raise_infeasible=False, **kw)
+    result = search(wl, job.space, cm, output_dir=out, progress=progress, log=log, on_evaluation=on_evaluation,
+                    raise_infeasible=False, **kw)
     breakdowns, sens, note = analyze_best(job, wl, cm, result, log) if analyze else ({}, None, "not computed")
     return SearchRun(job=job, output_dir=out, result=result, quality_metric=wl.quality_metric or "quality",
                      evaluations_before=before, evaluations_after=finished_evaluations(out),

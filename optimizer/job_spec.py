@@ -52,6 +52,12 @@ class Job:
     n_trials: int | None = None
     timeout_s: float | None = None
     max_evaluations: int | None = None
+    budget_usd: float | None = None
+    usd_per_hour: float | None = None
+    fidelities: tuple[float, ...] | None = None
+    pruner: str = "threshold"
+    prune_margin: float = 0.05
+    skip_dearer: bool = True
     seed: int = 0
     profile_time_cap_s: float = 0.5
     storage: str | None = None
@@ -115,7 +121,9 @@ class Job:
     def search_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of :func:`optimizer.search` (besides workload, space, cost model)."""
         return dict(min_quality=self.min_quality, method=self.method, n_trials=self.n_trials,
-                    timeout_s=self.timeout_s, max_evaluations=self.max_evaluations, storage=self.storage,
+                    timeout_s=self.timeout_s, max_evaluations=self.max_evaluations, budget_usd=self.budget_usd,
+                    usd_per_hour=self.usd_per_hour, fidelities=self.fidelities, pruner=self.pruner,
+                    prune_margin=self.prune_margin, skip_dearer=self.skip_dearer, storage=self.storage,
                     seed=self.seed, profile_time_cap_s=self.profile_time_cap_s)
 
     def replace(self, **changes: Any) -> Job:

@@ -1,26 +1,23 @@
 """A progress line for a running search: phase, trials done, best cost so far, elapsed and time left.
 
-:class:`SearchProgress` receives what :func:`optimizer.search` reports (its ``progress`` and
-``log`` callbacks), keeps the state, and renders one line (:meth:`SearchProgress.line`, pure).
+:class:`SearchProgress` receives what :func:`optimizer.search` reports (its ``progress``,
+``on_evaluation`` and ``log`` callbacks), keeps the state, and renders one line (:meth:`SearchProgress.line`, pure).
 :meth:`SearchProgress.show` writes it: redrawn in place on a terminal, one line per event otherwise.
 
 Where the figures come from: the pricing phase of ``lazy``/``exhaustive`` and every Optuna trial
-arrive through ``progress(done, total, variant, quality_or_None, cost_usd)``; a lazy or exhaustive
-search's quality evaluations arrive as ``log`` messages ``"quality <variant>: <value>"``.
+arrive through ``progress(done, total, variant, quality_or_None, cost_usd)``; every quality evaluation
+(and multi-fidelity rung) through ``on_evaluation(variant, quality, fidelity, error)``; ``log`` messages
+are shown when they report a failure, or all of them with ``verbose``.
 """
 
 from __future__ import annotations
 
 import math
-import re
 import sys
 import time
 from typing import Any, Callable, TextIO
 
 __all__ = ["SearchProgress", "format_duration"]
-
-_QUALITY = re.compile(r"^quality (\S+): (.*)$")
-
 
 def format_duration(s: float) -> str:
     if not math.isfinite(s):
@@ -80,22 +77,31 @@ class SearchProgress:
             self._consider(key, quality)
         self.show()
 
-    def on_log(self, message: str) -> None:
-        m = _QUALITY.match(message)
-        if m:
-            key, value = m.group(1), m.group(2)
-            self.evaluated += 1
-            if self.phase != "evaluating" and self.method in ("lazy", "exhaustive"):
-                self._enter("evaluating")
-            try:
-                self._consider(key, float(value))
-            except ValueError:
-                self.failed += 1
-            if self.verbose:
-                self.note(message)
-            else:
-                self.show()
+    def on_evaluation(self, variant: Any, quality: float | None, fidelity: float = 1.0, error: str = "") -> None:
+        """A quality evaluation finished (``quality`` None: it failed with ``error``)."""
+        key, label = getattr(variant, "key", str(variant)), getattr(variant, "label", str(variant))
+        at = "" if fidelity >= 1 else f" after {fidelity:.0%} of its training"
+        text = f"quality {label}{at}: " + (f"{quality:.4f}" if quality is not None else f"failed: {error}")
+        if fidelity < 1:  # a multi-fidelity rung: not the variant's quality
+            self._say(text)
             return
+        self.evaluated += 1
+        if self.phase != "evaluating" and self.method in ("lazy", "exhaustive"):
+            self._enter("evaluating")
+        if quality is None:
+            self.failed += 1
+            self.note(text)
+            return
+        self._consider(key, quality)
+        self._say(text)
+
+    def _say(self, text: str) -> None:
+        if self.verbose:
+            self.note(text)
+        else:
+            self.show()
+
+    def on_log(self, message: str) -> None:
         if "failed" in message or self.verbose:
             self.note(message)
 

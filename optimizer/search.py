@@ -51,7 +51,7 @@ def search(workload: Any, space: SearchSpace, cost_model: Any, *, min_quality: f
            fidelities: Sequence[float] | None = None, pruner: Any = "threshold", prune_margin: float = 0.05,
            skip_dearer: bool = True, storage: Any = None, output_dir: str | Path | None = None, seed: int = 0,
            profile_time_cap_s: float = 0.5, progress: Callable | None = None, log: Callable[[str], None] | None = None,
-           raise_infeasible: bool = True) -> SearchResult:
+           on_evaluation: Callable | None = None, raise_infeasible: bool = True) -> SearchResult:
     """Find the cheapest strategy whose measured quality is at least ``min_quality``.
 
     ``workload``: a :class:`profilers.Workload` with an ``evaluate`` function (P(M)) and training data.
@@ -63,6 +63,10 @@ def search(workload: Any, space: SearchSpace, cost_model: Any, *, min_quality: f
     x ``usd_per_hour``, by default this machine's vCPUs at the price book's vCPU-hour price). The
     best strategy found so far is always returned; when none meets the constraints,
     :class:`InfeasibleError` is raised (``raise_infeasible=False`` returns the result instead).
+
+    Callbacks: ``progress(done, total, variant, quality_or_None, cost_usd)`` after each priced
+    variant (lazy, exhaustive) or finished trial (Optuna); ``on_evaluation(variant, quality_or_None,
+    fidelity, error)`` after each quality evaluation this process runs; ``log(message)``.
 
     ``tpe`` / ``random`` only (see :mod:`optimizer.optuna_search`): ``fidelities`` (e.g.
     ``[0.25, 1.0]``: train each variant with 25 % of its steps first) with ``pruner`` /
@@ -89,7 +93,8 @@ def search(workload: Any, space: SearchSpace, cost_model: Any, *, min_quality: f
     budget = SearchBudget.for_search(cost_model, timeout_s=timeout_s, max_evaluations=max_evaluations,
                                      budget_usd=budget_usd, usd_per_hour=usd_per_hour)
     out = Path(output_dir) if output_dir is not None else None
-    ev = Evaluator(workload, space, cost_model, seed=seed, output_dir=out, profile_time_cap_s=profile_time_cap_s, log=log)
+    ev = Evaluator(workload, space, cost_model, seed=seed, output_dir=out, profile_time_cap_s=profile_time_cap_s, log=log,
+                   on_evaluation=on_evaluation)
     variants = space.variants()
     certificate: tuple[dict, ...] = ()
     violations: tuple[str, ...] = ()

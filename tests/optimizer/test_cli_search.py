@@ -142,24 +142,23 @@ def test_sensitivity_is_of_the_chosen_strategy(clean):
 def test_an_interrupted_search_resumes_and_loses_nothing(clean, tmp_path, monkeypatch, capsys):
     out = tmp_path / "out"
     job = job_file(tmp_path)
-    real = SearchProgress.on_log
+    real = SearchProgress.on_evaluation
     seen = []
 
-    def interrupt_after_two(self, message):  # Ctrl-C right after the second evaluation is journaled
-        real(self, message)
-        if message.startswith("quality "):
-            seen.append(message)
-            if len(seen) == 2:
-                raise KeyboardInterrupt
+    def interrupt_after_two(self, variant, quality, fidelity=1.0, error=""):  # Ctrl-C once 2 are journaled
+        real(self, variant, quality, fidelity, error)
+        seen.append(variant)
+        if len(seen) == 2:
+            raise KeyboardInterrupt
 
-    monkeypatch.setattr(SearchProgress, "on_log", interrupt_after_two)
+    monkeypatch.setattr(SearchProgress, "on_evaluation", interrupt_after_two)
     assert main(["search", str(job), "--output", str(out)]) == 130
     err = capsys.readouterr().err
     assert f"sigmastar search: interrupted. 2 finished quality evaluations are saved in {out / 'evaluations.jsonl'}" in err
     assert f"run the same command to resume: sigmastar search {job} --output {out}" in err
     assert len(evaluations(out)) == 2 and not (out / "results.json").exists()
 
-    monkeypatch.setattr(SearchProgress, "on_log", real)
+    monkeypatch.setattr(SearchProgress, "on_evaluation", real)
     assert main(["search", str(job), "--output", str(out)]) == 0
     err = capsys.readouterr().err
     assert (f"resuming in {out}: 2 quality evaluations already finished there (evaluations.jsonl) will be reused, "
@@ -404,7 +403,8 @@ def test_progress_line_for_a_lazy_search_on_a_terminal():
         p.on_progress(i + 1, 4, V(f"v{i}", f"variant {i}"), None, 100.0 * (i + 1))
     assert p.line() == "[lazy] priced 4/4 variants | best: none yet | elapsed 00:08, left ~00:00"
     clock.t = 20
-    p.on_log("quality v1: 0.97")
+    p.on_evaluation(V("v1", "variant 1"), 0.97, 1.0, "")
+    p.on_evaluation(V("v2", "variant 2"), 0.5, 0.25, "")  # a rung: not counted as the variant's quality
     p.on_log("pricing v3 failed: boom")
     assert p.line() == "[lazy] priced 4/4, quality evaluated 1 | best $200.00 (variant 1) | elapsed 00:20"
     p.close()

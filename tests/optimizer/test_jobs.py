@@ -83,6 +83,18 @@ def test_per_technique_overrides_parse_for_techniques_a_variant_may_lack():
     assert loads(job.to_json()).scenario == sc
 
 
+def test_budgets_and_multi_fidelity_reach_the_search():
+    job = parse_job(edit(edit(edit(edit(BASE, "search.method", "tpe"), "search.fidelities", [0.25, 0.5]),
+                              "search.pruner", "median"), "search.budget_usd", 2.5))
+    kw = job.search_kwargs()
+    assert kw["fidelities"] == (0.25, 0.5) and kw["pruner"] == "median" and kw["budget_usd"] == 2.5
+    assert kw["skip_dearer"] is True and kw["prune_margin"] == 0.05 and kw["usd_per_hour"] is None
+    assert loads(job.to_json()) == job
+    # time and evaluation budgets apply to every method
+    lazy = parse_job(edit(edit(BASE, "search.timeout_s", 60), "search.max_evaluations", 4)).search_kwargs()
+    assert lazy["timeout_s"] == 60 and lazy["max_evaluations"] == 4
+
+
 def test_a_job_round_trips_through_json():
     job = parse_job(edit(BASE, "prices", {"price": [ROW]}))
     back = loads(job.to_json())
@@ -224,22 +236,36 @@ CASES = [
     (edit(BASE, "search.method", "grid"),
      "job.search.method must be one of 'lazy', 'exhaustive', 'tpe', 'random', 'nsga2'; got 'grid'."),
     (edit(BASE, "search.trials", 5),
-     "job.search must be a table with keys among method, n_trials, timeout_s, max_evaluations, seed, "
-     "profile_time_cap_s, storage; got unknown key 'trials' (did you mean 'n_trials'?)."),
+     "job.search must be a table with keys among method, n_trials, timeout_s, max_evaluations, budget_usd, "
+     "usd_per_hour, fidelities, pruner, prune_margin, skip_dearer, seed, profile_time_cap_s, storage; got unknown "
+     "key 'trials' (did you mean 'n_trials'?)."),
     (edit(BASE, "search.n_trials", 5),
      "job.search.n_trials must be absent with method 'lazy' (a trial budget is for 'tpe', 'random' and 'nsga2'; "
      "cap 'lazy' with max_evaluations); got 5."),
     (edit(edit(BASE, "search.method", "tpe"), "search.n_trials", 0), "job.search.n_trials must be an integer >= 1; "
                                                                      "got 0."),
-    (edit(BASE, "search.timeout_s", 60),
-     "job.search.timeout_s must be absent with method 'lazy' (a time budget is for 'tpe', 'random' and 'nsga2'; "
-     "Ctrl-C stops any search and the same command resumes it); got 60."),
     (edit(edit(BASE, "search.method", "random"), "search.timeout_s", -1),
      "job.search.timeout_s must be a number > 0; got -1."),
-    (edit(edit(BASE, "search.method", "tpe"), "search.max_evaluations", 3),
-     "job.search.max_evaluations must be absent with method 'tpe' (it caps the 'lazy' search; budget Optuna "
-     "methods with n_trials or timeout_s); got 3."),
     (edit(BASE, "search.max_evaluations", 0), "job.search.max_evaluations must be an integer >= 1; got 0."),
+    (edit(BASE, "search.budget_usd", 0), "job.search.budget_usd must be a number > 0; got 0."),
+    (edit(BASE, "search.usd_per_hour", "cheap"), "job.search.usd_per_hour must be a number > 0; got 'cheap'."),
+    (edit(BASE, "search.fidelities", [0.25]),
+     "job.search.fidelities must be absent with method 'lazy' (multi-fidelity pruning is for 'tpe' and 'random'); "
+     "got [0.25]."),
+    (edit(edit(BASE, "search.method", "tpe"), "search.fidelities", [0.5, 0.25]),
+     "job.search.fidelities must be an increasing list of fractions in (0, 1] (e.g. [0.25, 1.0]); got [0.5, 0.25]."),
+    (edit(edit(BASE, "search.method", "tpe"), "search.fidelities", [0.25, 2]),
+     "job.search.fidelities[1] must be a fraction in (0, 1]; got 2."),
+    (edit(edit(BASE, "search.method", "tpe"), "search.pruner", "asha"),
+     "job.search.pruner must be one of 'threshold', 'median', 'hyperband', 'successive_halving', 'none'; "
+     "got 'asha'."),
+    (edit(edit(BASE, "search.method", "random"), "search.prune_margin", -0.1),
+     "job.search.prune_margin must be a number >= 0; got -0.1."),
+    (edit(edit(BASE, "search.method", "nsga2"), "search.skip_dearer", False),
+     "job.search.skip_dearer must be absent with method 'nsga2' (pruning variants dearer than the incumbent is "
+     "for 'tpe' and 'random'); got False."),
+    (edit(edit(BASE, "search.method", "tpe"), "search.skip_dearer", "yes"),
+     "job.search.skip_dearer must be true or false; got 'yes'."),
     (edit(BASE, "search.seed", -1), "job.search.seed must be an integer >= 0; got -1."),
     (edit(BASE, "search.profile_time_cap_s", 0), "job.search.profile_time_cap_s must be a number > 0; got 0."),
     (edit(BASE, "search.storage", "sqlite:///x.db"),
