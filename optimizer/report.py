@@ -194,6 +194,8 @@ def _why_rows(result: Any) -> list[list[Any]]:
             why = t.error or "no (device, batch) meets the SLO and memory"
         elif t.variant in implied:
             why = implied[t.variant]
+        elif t.state == "pruned":
+            why = f"pruned: {t.error}"
         else:
             why = t.state
         rows.append([t.label, _usd(t.cost_usd), t.device, why])
@@ -249,6 +251,16 @@ def search_markdown(result: Any, run: dict, files: dict[str, str]) -> str:
                  f"Method `{result.method}`: {result.quality_evaluations} quality evaluation"
                  f"{'s' if result.quality_evaluations != 1 else ''} of {len(result.trials)} variants in "
                  f"{result.seconds:.1f} s.")
+    spend = getattr(result, "spend", None) or {}
+    if "spent_usd" in spend:
+        cap = f" of a ${spend['budget_usd']:,.2f} budget" if "budget_usd" in spend else ""
+        lines.append(f"The search itself cost ${spend['spent_usd']:,.4f}{cap} ({spend['rate_source']}).")
+    if result.status == "best found" and result.message:
+        lines.append(f"It stopped before certifying an optimum: {result.message}.")
+    pruned = sum(1 for t in result.trials if t.state == "pruned")
+    if pruned:
+        lines.append(f"{pruned} variant{'s were' if pruned != 1 else ' was'} pruned before a full evaluation "
+                     "(a low-fidelity rung fell short, or its cost could not beat the best feasible so far).")
     if run.get("evaluations_before"):
         lines.append(f"Resumed: {run['evaluations_before']} evaluations were already journaled in this folder and "
                      f"reused; {max(0, run['evaluations_after'] - run['evaluations_before'])} ran in this session.")

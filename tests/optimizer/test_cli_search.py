@@ -195,6 +195,22 @@ def test_an_infeasible_target_exits_1_and_still_writes_the_report(clean, tmp_pat
     assert "Not computed: no strategy meets the constraints" in report
 
 
+def test_a_budgeted_multi_fidelity_search_reports_its_spend_and_pruned_variants(tmp_path):
+    out = tmp_path / "out"  # a fresh folder: a variant already evaluated in full needs no rung
+    extra = 'n_trials = 8\nfidelities = [0.25]\nprune_margin = 0.0\nbudget_usd = 5.0\nusd_per_hour = 0.5'
+    job = job_file(tmp_path, "random", extra)
+    assert main(["search", str(job), "--output", str(out)]) in (0, 1)
+    res = loads((out / "results.json").read_text())
+    assert res.spend["budget_usd"] == 5.0 and res.spend["usd_per_hour"] == 0.5
+    report = (out / "report.md").read_text()
+    assert "The search itself cost $" in report and "of a $5.00 budget (derived: wall time x search(usd_per_hour" in report
+    pruned = [t for t in res.trials if t.state == "pruned"]
+    # with no margin, a rung below the target stops its variant (the 50 % pruned digits CNN scores
+    # well below 0.95 after 12 of its 50 fine-tuning steps)
+    assert pruned and all(t.error for t in pruned)
+    assert "pruned before a full evaluation" in report
+
+
 def test_storage_needs_an_optuna_method(tmp_path, capsys):
     assert main(["search", str(job_file(tmp_path, "lazy")), "--storage", "sqlite:///x.db"]) == 2
     assert capsys.readouterr().err == ("sigmastar search: error: search.--storage must be absent with method 'lazy' "
