@@ -106,6 +106,7 @@ def search(workload: Any, space: SearchSpace, cost_model: Any, *, min_quality: f
             dep = ev.price(v)
             if progress is not None:
                 progress(i + 1, len(variants), v, None, dep.cost_usd)
+
     def stop(_done: int = 0) -> str | None:  # counts this process's evaluations (journaled ones are free)
         return budget.exhausted(ev.quality_calls, ev.quality_seconds)
 
