@@ -438,8 +438,11 @@ def test_sigint_stops_the_command_cleanly_and_the_same_command_resumes(tmp_path,
     job = job_file(tmp_path, "exhaustive")
     out = tmp_path / "out"
     env = dict(os.environ, HF_HUB_OFFLINE="1")
+    # a test run started in the background inherits SIGINT ignored, and Python then installs no
+    # KeyboardInterrupt handler: give the command the default disposition, as a terminal would
     proc = subprocess.Popen([str(script), "search", str(job), "--output", str(out)], stderr=subprocess.PIPE,
-                            stdout=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     lines = []
     deadline = time.monotonic() + 240
     for line in proc.stderr:  # interrupt once the first evaluation is journaled
