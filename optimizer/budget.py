@@ -5,7 +5,8 @@ times an hourly rate. The rate is ``usd_per_hour`` when given, else this machine
 times the price book's vCPU-hour price (the row that prices the ``host`` device), and
 :attr:`SearchBudget.rate_source` says which. Every method checks the budget before it starts a
 quality evaluation (the expensive step) and stops when one more evaluation, at the mean wall time
-of the evaluations so far, would overrun it; the best strategy found so far is kept and reported.
+of the earlier evaluations of the same fidelity, would overrun it; the best strategy found so far
+is kept and reported.
 """
 
 from __future__ import annotations
@@ -76,15 +77,15 @@ class SearchBudget:
     def spent_usd(self) -> float:
         return self.elapsed_s / 3600 * self.usd_per_hour
 
-    def exhausted(self, evaluations: int = 0, eval_seconds: list[float] | tuple[float, ...] = ()) -> str | None:
+    def exhausted(self, evaluations: int = 0, next_s: float = 0.0) -> str | None:
         """Why the next quality evaluation must not start (None: it may).
 
         ``evaluations``: quality evaluations done so far in this search (for ``max_evaluations``);
-        ``eval_seconds``: wall time of each, whose mean predicts the next one.
+        ``next_s``: the predicted wall time of the next one (the mean of earlier ones of its fidelity).
         """
         if self.max_evaluations is not None and evaluations >= self.max_evaluations:
             return f"the evaluation budget ({self.max_evaluations}) is used"
-        nxt = sum(eval_seconds) / len(eval_seconds) if eval_seconds else 0.0
+        nxt = next_s
         if self.timeout_s is not None and self.elapsed_s + nxt > self.timeout_s:
             return f"the time budget ({self.timeout_s:g} s) would be overrun (elapsed {self.elapsed_s:.0f} s)"
         if self.budget_usd is not None and self.spent_usd + nxt / 3600 * self.usd_per_hour > self.budget_usd:

@@ -62,7 +62,7 @@ class Evaluator:
         self._prices: dict[str, Deployment] = {}
         self._quality: dict[str, tuple[float | None, str]] = {}
         self.quality_calls = 0  # evaluations actually run in this process (not from the cache file)
-        self.quality_seconds: list[float] = []  # wall time of each of them
+        self.quality_seconds: dict[float, list[float]] = {}  # fidelity -> wall time of each of them
         self._base_train: dict[str, Any] = {}
         self._journal = self.output_dir / "evaluations.jsonl" if self.output_dir else None
         if self._journal is not None:
@@ -173,7 +173,7 @@ class Evaluator:
             q, err = None, f"{type(e).__name__}: {e}"
         seconds = time.perf_counter() - t0
         self.quality_calls += 1
-        self.quality_seconds.append(seconds)
+        self.quality_seconds.setdefault(fidelity, []).append(seconds)
         self._quality[key] = (q, err)
         if self._journal is not None:
             with self._journal.open("a") as f:
@@ -184,6 +184,11 @@ class Evaluator:
         if self.on_evaluation is not None:
             self.on_evaluation(v, q, fidelity, err)
         return q
+
+    def mean_seconds(self, fidelity: float = 1.0) -> float:
+        """Mean wall time of this process's evaluations at ``fidelity`` (0 when none ran yet)."""
+        times = self.quality_seconds.get(fidelity, [])
+        return sum(times) / len(times) if times else 0.0
 
     def record_quality(self, v: Variant, q: float) -> None:
         """A quality measured elsewhere (another worker's trial in a shared study)."""

@@ -137,8 +137,8 @@ def run_optuna(ev: Any, variants: Sequence[Any], method: str, min_quality: float
                                 load_if_exists=True)
     remaining = None if n_trials is None else max(0, n_trials - counted(study))
 
-    def stop_reason() -> str | None:
-        return budget.exhausted(ev.quality_calls, ev.quality_seconds)
+    def stop_reason(fidelity: float = 1.0) -> str | None:
+        return budget.exhausted(ev.quality_calls, ev.mean_seconds(fidelity))
 
     def cut_short(trial: Any, reason: str) -> None:
         trial.set_user_attr("unfinished", reason)
@@ -147,7 +147,7 @@ def run_optuna(ev: Any, variants: Sequence[Any], method: str, min_quality: float
 
     def evaluate(trial: Any, v: Any, fidelity: float) -> float:
         if not ev.evaluated(v) or fidelity < 1:
-            reason = stop_reason()
+            reason = stop_reason(fidelity)
             if reason:
                 cut_short(trial, reason)
         q = ev.quality(v, fidelity)

@@ -108,7 +108,7 @@ def search(workload: Any, space: SearchSpace, cost_model: Any, *, min_quality: f
                 progress(i + 1, len(variants), v, None, dep.cost_usd)
 
     def stop(_done: int = 0) -> str | None:  # counts this process's evaluations (journaled ones are free)
-        return budget.exhausted(ev.quality_calls, ev.quality_seconds)
+        return budget.exhausted(ev.quality_calls, ev.mean_seconds())
 
     pruned: dict[str, str] = {}
     stopped = False  # a budget ended the search

@@ -93,8 +93,8 @@ def test_budget_usd_prices_this_machine_by_default(wl, cost_model):
     now = [0.0]
     b2 = SearchBudget(budget_usd=3.0, usd_per_hour=2.0, rate_source="given", clock=lambda: now[0])
     now[0] = 3600.0
-    assert b2.exhausted(1, [3600.0]) is not None  # $2 spent + $2 predicted > $3
-    assert b2.exhausted(1, [1800.0]) is None  # $2 + $1 fits
+    assert b2.exhausted(1, 3600.0) is not None  # $2 spent + $2 predicted > $3
+    assert b2.exhausted(1, 1800.0) is None  # $2 + $1 fits
 
 
 def test_exhaustive_and_lazy_honour_max_evaluations_and_timeout(wl, cost_model):
