@@ -163,7 +163,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     prog.show()
     try:
         run = run_search(job, out, storage=args.storage, progress=prog.on_progress, log=prog.on_log,
-                             on_evaluation=prog.on_evaluation)
+                         on_evaluation=prog.on_evaluation)
     except KeyboardInterrupt:
         prog.close()
         n = finished_evaluations(out)
@@ -209,7 +209,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     before = finished_evaluations(out)
     try:
         run = run_search(job, out, storage=args.storage, progress=prog.on_progress, log=prog.on_log,
-                             on_evaluation=prog.on_evaluation, analyze=False)
+                         on_evaluation=prog.on_evaluation, analyze=False)
     except KeyboardInterrupt:
         prog.close()
         _err(f"sigmastar worker: interrupted; finished trials are in the study and "

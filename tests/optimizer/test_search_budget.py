@@ -8,30 +8,15 @@ import os
 
 import pytest
 
-from cost_models import CostModel, Scenario, ServingPlan, TrainingPlan
 from optimizer import InfeasibleError, SearchSpace, search
 from optimizer.budget import SearchBudget
 from optimizer.evaluate import Evaluator
 from optimizer.optuna_search import counted
-from profilers import workloads
 from profilers._config import ConfigError
 
 # prune 80 % (cheaper to serve, quality ~0.86 after its full 40 steps) and the baseline (~0.98)
 SPACE = SearchSpace(prune_amount=(0.0, 0.8), quantize=("none",), finetune_steps=40, devices=("T4",),
                     batch_sizes=(64,))
-
-
-@pytest.fixture(scope="module")
-def wl():
-    return workloads.get("digits")
-
-
-@pytest.fixture(scope="module")
-def cost_model():
-    return CostModel(Scenario(
-        serving=ServingPlan(avg_requests_per_s=50_000, peak_requests_per_s=100_000, samples_per_request=100,
-                            latency_slo_s=0.05, horizon_months=12),
-        training=TrainingPlan(samples_per_epoch=1347, epochs=15)))
 
 
 def _journal(out):
