@@ -17,7 +17,7 @@ import io
 import json
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 __all__ = ["main", "build_parser"]
 
@@ -144,6 +144,12 @@ def _summary(result, files: dict) -> list[str]:
     return lines
 
 
+def _run_with_progress(run_search: Any, job: Any, out: Path, args: argparse.Namespace, prog: Any, **kw: Any) -> Any:
+    """``run_search`` with every callback of the progress line wired in (search and worker share it)."""
+    return run_search(job, out, storage=args.storage, progress=prog.on_progress, log=prog.on_log,
+                      on_evaluation=prog.on_evaluation, **kw)
+
+
 def _cmd_search(args: argparse.Namespace) -> int:
     from .jobs import finished_evaluations, run_search
     from .report import write_search_report
@@ -162,8 +168,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     prog = _progress(job, args)
     prog.show()
     try:
-        run = run_search(job, out, storage=args.storage, progress=prog.on_progress, log=prog.on_log,
-                         on_evaluation=prog.on_evaluation)
+        run = _run_with_progress(run_search, job, out, args, prog)
     except KeyboardInterrupt:
         prog.close()
         n = finished_evaluations(out)
@@ -208,8 +213,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     prog = _progress(job, args)
     before = finished_evaluations(out)
     try:
-        run = run_search(job, out, storage=args.storage, progress=prog.on_progress, log=prog.on_log,
-                         on_evaluation=prog.on_evaluation, analyze=False)
+        run = _run_with_progress(run_search, job, out, args, prog, analyze=False)
     except KeyboardInterrupt:
         prog.close()
         _err(f"sigmastar worker: interrupted; finished trials are in the study and "
