@@ -23,9 +23,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from optimizer import verify_layerwise
 from profilers import profile_layers, workloads
+from profilers.techniques import Prune, Quantize
 
 HEADING = "## Layer-wise choices from measured sensitivities (digits)"
-CHOICES = ("bf16", "int8_weight_only", "prune_l1_0.5", "prune_l1_0.8", "prune_l1_0.95")
+CHOICES = (Quantize("bf16"), Quantize("int8_weight_only"),
+           *(Prune("l1_unstructured", amount=a) for a in (0.5, 0.8, 0.95)))
 DROPS = (0.005, 0.015, 0.03, 0.06)
 
 

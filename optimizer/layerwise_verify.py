@@ -30,7 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from profilers._config import check_choice, invalid, serializable
+from profilers.config import check_choice, invalid, serializable
 
 __all__ = ["TIGHTEN", "LayerwiseVerifyResult", "VerifyRound", "verify_layerwise"]
 
@@ -79,7 +79,7 @@ class LayerwiseVerifyResult:
 
 
 def _check(workload, profile, target_quality, objective, budgets, tighten, max_rounds, options):
-    from profilers.layer_profile import LayerProfile, check_choice_name
+    from profilers.layer_profile import KEEP, LayerProfile
     from profilers.workload import Workload
 
     if not isinstance(workload, Workload):
@@ -107,7 +107,9 @@ def _check(workload, profile, target_quality, objective, budgets, tighten, max_r
         if layer not in profile.layers:
             raise invalid(OWNER, "options", f"layers of the profile {list(profile.layers)}", layer)
         for c in choices:
-            check_choice_name(OWNER, f"options[{layer!r}]", c)
+            if c != KEEP and c not in profile.choice_configs:
+                raise invalid(OWNER, f"options[{layer!r}]", "labels of the profile's choices ("
+                              + ", ".join(repr(x) for x in profile.choices) + ")", c)
 
 
 def _sensitivity(option: Any) -> float:
@@ -164,7 +166,7 @@ def verify_layerwise(workload, profile, *, target_quality: float, objective: str
             status = "exhausted"
             break
         predicted = math.fsum(_sensitivity(options[l][c]) for l, c in r.assignment.items())
-        model = assemble_layers(base, r.assignment)
+        model = assemble_layers(base, r.assignment, choices=profile.choice_configs, workload=workload)
         q = quality(model, workload)
         rounds.append(VerifyRound(i, cap, r.status, r.message, dict(r.assignment), predicted,
                                   profile.base_quality - predicted, dict(r.totals), q, deployed_bytes(model),

@@ -1,27 +1,28 @@
 """Per-layer sensitivities and costs, measured: the inputs of :func:`optimizer.solve_layerwise`.
 
-For every Linear/Conv layer of a workload's model and every per-layer *choice* (how that one layer
-is deployed), :func:`profile_layers` measures, with only that layer changed:
+For every Linear/Conv layer of a workload's model and every per-layer *choice* (a technique config
+applied to that one layer), :func:`profile_layers` measures, with only that layer changed:
 
 * ``sensitivity``: the base model's quality minus the quality of the changed model, both measured
   by the workload's own evaluation on its held-out data (positive = worse);
 * ``bytes``: the layer's state-dict tensor bytes in its deployed form (int8 data plus scales for
-  torchao weights; a pruned weight stored as its non-zero values plus a 1-bit mask where that is
-  smaller than dense, the rule :attr:`Profile.sparse_serialized_bytes` uses);
+  torchao weights; a weight stored as its non-zero values plus a 1-bit mask where that is smaller
+  than dense: the one rule, :func:`profilers.measurement.sparse_bytes`);
 * ``flops``: the layer's forward FLOPs at the workload's batch size (``FlopCounterMode``, per module).
 
-Choices (``CHOICES`` and ``"prune_l1_<amount>"``): ``"fp32"`` (the layer as the base model has it;
-always included, sensitivity 0), ``"bf16"``/``"fp16"`` (the layer's weights cast, its inputs cast
-in and its outputs back), the torchao modes of :class:`~profilers.techniques.Quantize`
-(``quantize_`` with a ``filter_fn`` selecting the one layer) and ``"prune_l1_0.5"`` etc. (L1
-unstructured pruning of the layer's weight with ``torch.nn.utils.prune``, made permanent). A choice
-that does not run on a layer (torchao has no int8 convolution) is recorded in ``skipped`` with the
-reason, never replaced by something else.
+Choices are technique configs that take a layer selector (``Quantize("bf16")``,
+``Quantize("int8_weight_only")``, ``Prune("l1_unstructured", amount=0.5)``, ...); each measurement is
+``apply(model, choice.on(layer), workload)``, the same ``apply`` as everywhere. A choice is keyed by
+its :meth:`~profilers.techniques.Technique.short_label` (``"bf16"``, ``"prune_l1_0.5"``); the layer
+as the base model has it is the implicit choice ``"fp32"`` (always included, sensitivity 0). A
+choice that does not run on a layer (torchao has no int8 convolution) is recorded in ``skipped``
+with the reason, never replaced by something else.
 
-:func:`assemble_layers` builds the model for a whole assignment ``{layer: choice}``;
-:func:`deployed_bytes` measures any model's bytes by the same rule, so per-layer bytes add up to the
-assembled model's. Results persist in an optional JSON file (``cache_path``), keyed by the model's
-content, the workload, layer, choice, batch size and library versions.
+:func:`assemble_layers` builds the model for a whole assignment ``{layer: choice}`` (a config, or a
+label looked up in a profile's ``choice_configs``: never parsed); :func:`deployed_bytes` measures
+any model's bytes by the same rule, so per-layer bytes add up to the assembled model's. Results
+persist in an optional JSON file (``cache_path``), keyed by the model's content, the workload,
+layer, the choice's JSON, batch size and library versions.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
-import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -39,125 +39,110 @@ from typing import Any
 import torch
 from torch import nn
 
-from ._config import from_json_dict, invalid, serializable, to_json_dict
-from .measurement import tensor_leaves
+from .config import from_json_dict, invalid, serializable, to_json_dict
+from .measurement import sparse_bytes, tensor_leaves
+from .techniques import Prune, Quantize, Technique
+from .techniques.selector import layers_of
 
 __all__ = [
-    "CHOICES",
+    "DEFAULT_CHOICES",
     "KEEP",
     "LayerMeasurement",
     "LayerProfile",
     "assemble_layers",
-    "check_choice_name",
     "deployed_bytes",
     "eligible_layers",
     "profile_layers",
 ]
 
-KEEP = "fp32"
-_CASTS = {"bf16": torch.bfloat16, "fp16": torch.float16}
-_TORCHAO = ("int8_weight_only", "int8_dynamic", "int4_weight_only", "fp8")
-CHOICES = (KEEP, *_CASTS, *_TORCHAO)
-_PRUNE = "prune_l1_"
-_ALLOWED = "names among " + ", ".join(repr(c) for c in CHOICES) + " or 'prune_l1_<amount in (0, 1)>'"
-
-
-def check_choice_name(owner: str, field: str, name: Any) -> tuple[str, Any]:
-    """(kind, argument) of a choice name: ("keep", None), ("cast", dtype), ("torchao", mode) or
-    ("prune", amount); raises the one error format for anything else."""
-    if name == KEEP:
-        return "keep", None
-    if name in _CASTS:
-        return "cast", _CASTS[name]
-    if name in _TORCHAO:
-        return "torchao", name
-    if isinstance(name, str) and name.startswith(_PRUNE):
-        try:
-            amount = float(name[len(_PRUNE):])
-        except ValueError:
-            amount = math.nan
-        if 0 < amount < 1:
-            return "prune", amount
-    raise invalid(owner, field, _ALLOWED, name)
-
-
-class _Cast(nn.Module):
-    """A layer kept in ``dtype``: inputs cast in, outputs cast back to the layer's original dtype
-    (the model around it is unchanged)."""
-
-    def __init__(self, layer: nn.Module, dtype: torch.dtype) -> None:
-        super().__init__()
-        self.out_dtype = layer.weight.dtype
-        self.layer = layer.to(dtype)
-        self.dtype = dtype
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.layer(x.to(self.dtype)).to(self.out_dtype)
+KEEP = "fp32"  # the label of the implicit choice: the layer as the base model has it
+DEFAULT_CHOICES: tuple[Technique, ...] = (Quantize("bf16"), Quantize("int8_weight_only"),
+                                          Prune("l1_unstructured", amount=0.5), Prune("l1_unstructured", amount=0.8))
 
 
 def eligible_layers(model: nn.Module) -> list[str]:
-    """Names of the Linear/Conv layers (those inside ``nn.MultiheadAttention`` excluded: its fused
-    kernel reads the raw projection weights)."""
-    from .techniques.pruning import LAYER_TYPES
-
-    mha = [n for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)]
-    return [n for n, m in model.named_modules() if n and isinstance(m, LAYER_TYPES)
-            and not any(n.startswith(p + ".") for p in mha)]
+    """Names of the Linear/Conv layers a per-layer choice may change
+    (:func:`profilers.techniques.selector.layers_of`: those inside ``nn.MultiheadAttention`` excluded)."""
+    return [n for n, _ in layers_of(model)]
 
 
-def _set_module(model: nn.Module, name: str, module: nn.Module) -> None:
-    parent, _, leaf = name.rpartition(".")
-    setattr(model.get_submodule(parent) if parent else model, leaf, module)
+def _device_of(model: nn.Module) -> torch.device:
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
 
 
-def _apply_choice(model: nn.Module, layer: str, choice: str) -> None:
-    """Change ``layer`` of ``model`` (in place) to ``choice``."""
-    kind, arg = check_choice_name("assemble_layers", "assignment", choice)
-    module = model.get_submodule(layer)
-    if kind == "cast":
-        _set_module(model, layer, _Cast(module, arg))
-    elif kind == "torchao":
-        import torchao.quantization as tq
+def _selectable_names() -> str:
+    from .techniques.base import technique_types
 
-        from .techniques.quantization import _TORCHAO_CONFIG
-
-        tq.quantize_(model, getattr(tq, _TORCHAO_CONFIG[arg])(), filter_fn=lambda m, fqn: fqn == layer)
-    elif kind == "prune":
-        nn.utils.prune.l1_unstructured(module, "weight", amount=arg)
-        nn.utils.prune.remove(module, "weight")
+    names = [t.__name__ for t in technique_types() if "layers" in getattr(t, "__dataclass_fields__", {})]
+    return " or ".join(names)
 
 
-def assemble_layers(model: nn.Module, assignment: Mapping[str, str]) -> nn.Module:
-    """A copy of ``model`` with each ``layer`` of ``assignment`` changed to its choice (eval mode)."""
+def _check_config(owner: str, field: str, choice: Any) -> Technique:
+    if not isinstance(choice, Technique) or not choice.selectable:
+        raise invalid(owner, field, f"a {_selectable_names()} config (a technique that takes a layer selector)",
+                      choice if isinstance(choice, str) else type(choice).__name__)
+    if getattr(choice, "layers", None) is not None:
+        raise invalid(owner, field, "a config without layers (the choice is applied to one layer at a time)",
+                      choice.label())
+    return choice
+
+
+def _resolve(layer: str, choice: Any, choices: Mapping[str, Technique]) -> Technique | None:
+    """The config of ``choice`` (a config, ``KEEP``, or a label of ``choices``); None for ``KEEP``."""
+    field = f"assignment[{layer!r}]"
+    if isinstance(choice, str):
+        if choice == KEEP:
+            return None
+        if choice in choices:
+            return choices[choice]
+        known = ", ".join(repr(c) for c in (KEEP, *choices))
+        raise invalid("assemble_layers", field, f"{KEEP!r}, a technique config or a label among the choices "
+                      f"({known})", choice)
+    return _check_config("assemble_layers", field, choice)
+
+
+def assemble_layers(model: nn.Module, assignment: Mapping[str, Any], *, choices: Any = None,
+                    workload: Any = None) -> nn.Module:
+    """A copy of ``model`` with each ``layer`` of ``assignment`` changed to its choice (eval mode).
+
+    A choice is a technique config (applied as ``apply(model, config.on(layer), workload)``),
+    ``"fp32"`` (unchanged) or a label resolved through ``choices``: a :class:`LayerProfile` or its
+    ``choice_configs`` mapping (label -> config). One ``apply`` of the per-layer techniques (each
+    config ``.on`` its one layer), in composition order (prunes before quantizations).
+    """
+    from .techniques import apply
+
     if not isinstance(model, nn.Module):
         raise invalid("assemble_layers", "model", "a torch.nn.Module", type(model).__name__)
+    configs = getattr(choices, "choice_configs", choices) if choices is not None else {}
+    if not isinstance(configs, Mapping):
+        raise invalid("assemble_layers", "choices", "None, a LayerProfile or a mapping of label -> technique config",
+                      type(choices).__name__)
     names = set(eligible_layers(model))
     if not isinstance(assignment, Mapping):
         raise invalid("assemble_layers", "assignment", "a mapping of layer -> choice", assignment)
+    steps: list[Technique] = []
     for layer, choice in assignment.items():
         if layer not in names:
             raise invalid("assemble_layers", "assignment", f"layer names among {sorted(names)}", layer)
-        check_choice_name("assemble_layers", f"assignment[{layer!r}]", choice)
-    out = copy.deepcopy(model)
-    with torch.no_grad():
-        for layer, choice in assignment.items():
-            _apply_choice(out, layer, choice)
-    return out.eval()
+        config = _resolve(layer, choice, configs)
+        if config is not None:
+            steps.append(config.on(layer))
+    steps.sort(key=lambda t: t.stage)  # stable: prunes before quantizations, layers in assignment order
+    return apply(model, steps, workload, device=_device_of(model), cache=False).eval()
 
 
 def deployed_bytes(module: nn.Module) -> int:
     """Bytes of ``module``'s state-dict tensors as deployed: quantized tensors by their inner data
-    and scales; a floating weight (2-D or more) with zeros as non-zero values plus a 1-bit mask when
-    that is smaller than dense."""
+    and scales; a weight by :func:`profilers.measurement.sparse_bytes` where that rule stores it
+    sparsely (non-zero values plus a 1-bit mask), else dense."""
     total = 0
     for t in module.state_dict().values():
         if not isinstance(t, torch.Tensor):
             continue
-        dense = sum(leaf.numel() * leaf.element_size() for leaf in tensor_leaves(t))
-        if type(t) is torch.Tensor and t.is_floating_point() and t.dim() >= 2:
-            sparse = int((t != 0).sum()) * t.element_size() + -(-t.numel() // 8)
-            dense = min(dense, sparse)
-        total += dense
+        sparse = sparse_bytes(t)
+        total += sparse if sparse is not None else sum(leaf.numel() * leaf.element_size() for leaf in tensor_leaves(t))
     return int(total)
 
 
@@ -183,7 +168,8 @@ class LayerProfile:
     base_quality: float
     batch_size: int
     layers: tuple[str, ...]
-    choices: tuple[str, ...]
+    choices: tuple[str, ...]  # labels, "fp32" first
+    choice_configs: dict[str, Technique]  # label -> the technique config of that choice ("fp32" has none)
     measurements: dict[str, dict[str, LayerMeasurement]]  # layer -> choice -> measurement
     skipped: dict[str, dict[str, str]]  # layer -> choice -> why it does not run
     other_bytes: int  # the model's bytes outside the profiled layers (added to every assignment)
@@ -224,31 +210,35 @@ def _save(path: Path | None, entries: Mapping[str, Any]) -> None:
     tmp.replace(path)
 
 
-def _measure_one(base: nn.Module, layer: str, choice: str, workload, x, base_quality: float, root: str):
+def _measure_one(base: nn.Module, layer: str, choice: Technique | None, workload, x, base_quality: float,
+                 root: str):
     from .flops import count_flops
-    from .techniques import quality
+    from .techniques import apply, quality
 
     try:
-        model = assemble_layers(base, {layer: choice})
+        if choice is None:
+            model = copy.deepcopy(base).eval()
+        else:
+            model = apply(base, choice.on(layer), workload, device=_device_of(base), cache=False).eval()
         flops = count_flops(model, x).by_module.get(f"{root}.{layer}", 0)
     except Exception as e:  # noqa: BLE001 - a choice that does not run on this layer is recorded, not hidden
         while e.__cause__ is not None:  # the root cause (count_flops wraps what the forward raised)
             e = e.__cause__
         text = str(e).splitlines()[0] if str(e) else ""
-        return f"{type(e).__name__}: {text[:240]}"
+        return f"{type(e).__name__}: {text[:320]}"
     q = quality(model, workload)
     b = deployed_bytes(model.get_submodule(layer))
     return LayerMeasurement(quality=q, sensitivity=base_quality - q, bytes=b, flops=int(flops))
 
 
-def profile_layers(workload, *, choices: Sequence[str] = (KEEP, "bf16", "int8_weight_only", "prune_l1_0.5",
-                                                           "prune_l1_0.8"),
+def profile_layers(workload, *, choices: Sequence[Technique] = DEFAULT_CHOICES,
                    layers: Sequence[str] | None = None, cache_path: str | Path | None = None) -> LayerProfile:
     """Measure every (layer, choice) of ``workload``'s model; see the module docstring.
 
-    ``layers``: None (every Linear/Conv layer) or the names to profile. ``choices``: choice names;
-    ``"fp32"`` is always added. ``cache_path``: a JSON file of earlier measurements to reuse (and to
-    extend with this call's).
+    ``layers``: None (every Linear/Conv layer) or the names to profile. ``choices``: technique
+    configs that take a layer selector, without one (``Quantize("bf16")``, ``Prune("l1_unstructured",
+    amount=0.5)``); the unchanged layer (``"fp32"``) is always added. ``cache_path``: a JSON file of
+    earlier measurements to reuse (and to extend with this call's).
     """
     from .techniques import TechniqueCache, quality
     from .workload import Workload
@@ -257,11 +247,18 @@ def profile_layers(workload, *, choices: Sequence[str] = (KEEP, "bf16", "int8_we
     if not isinstance(workload, Workload) or workload.evaluate is None:
         raise invalid(owner, "workload", "a Workload with an evaluate(model) function",
                       getattr(workload, "name", type(workload).__name__))
-    if isinstance(choices, str) or not isinstance(choices, Sequence) or not choices:
-        raise invalid(owner, "choices", "a non-empty sequence of choice " + _ALLOWED, choices)
+    if isinstance(choices, (str, Technique)) or not isinstance(choices, Sequence) or not choices:
+        raise invalid(owner, "choices", f"a non-empty sequence of {_selectable_names()} configs (e.g. "
+                      "Quantize('bf16'), Prune('l1_unstructured', amount=0.5))", choices)
+    configs: dict[str, Technique] = {}
     for i, c in enumerate(choices):
-        check_choice_name(owner, f"choices[{i}]", c)
-    chosen = tuple(dict.fromkeys((KEEP, *choices)))
+        _check_config(owner, f"choices[{i}]", c)
+        label = c.short_label()
+        if configs.get(label, c) != c:
+            raise invalid(owner, f"choices[{i}]", f"a config whose label {label!r} no other choice has "
+                          f"({configs[label].label()} has it)", c.label())
+        configs[label] = c
+    chosen = (KEEP, *configs)
     t0 = time.perf_counter()
     base = workload.build().eval()
     names = eligible_layers(base)
@@ -281,7 +278,7 @@ def profile_layers(workload, *, choices: Sequence[str] = (KEEP, "bf16", "int8_we
 
     def key(*parts: Any) -> str:
         payload = [fp, workload.name, workload.batch_size, versions, *parts]
-        return hashlib.sha256(json.dumps(payload).encode()).hexdigest()[:32]
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:32]
 
     base_key = key("base quality")
     if base_key not in entries:
@@ -294,11 +291,12 @@ def profile_layers(workload, *, choices: Sequence[str] = (KEEP, "bf16", "int8_we
     skipped: dict[str, dict[str, str]] = {}
     for layer in layers:
         for choice in chosen:
-            k = key(layer, choice)
+            config = configs.get(choice)
+            k = key(layer, KEEP if config is None else to_json_dict(config))
             if k in entries:
                 cached += 1
             else:
-                m = _measure_one(base, layer, choice, workload, x, base_quality, root)
+                m = _measure_one(base, layer, config, workload, x, base_quality, root)
                 entries[k] = {"skipped": m} if isinstance(m, str) else to_json_dict(m)
                 measured += 1
             e = entries[k]
@@ -313,9 +311,9 @@ def profile_layers(workload, *, choices: Sequence[str] = (KEEP, "bf16", "int8_we
     provenance = (f"measured on {host_device_name()}, {versions}: quality = {workload.quality_metric or 'evaluate()'} "
                   f"of {workload.name} on its held-out data with only that layer changed (sensitivity = base "
                   f"{base_quality:.6g} - quality); bytes = the layer's state-dict tensor bytes as deployed "
-                  f"(pruned weights as non-zero values + 1-bit mask where smaller); flops = FlopCounterMode "
+                  f"(weights as non-zero values + 1-bit mask where smaller); flops = FlopCounterMode "
                   f"forward FLOPs of the layer at batch {workload.batch_size}")
     return LayerProfile(workload=workload.name, quality_metric=workload.quality_metric, model_fingerprint=fp,
                         base_quality=base_quality, batch_size=workload.batch_size, layers=layers, choices=chosen,
-                        measurements=out, skipped=skipped, other_bytes=int(other), provenance=provenance,
+                        choice_configs=configs, measurements=out, skipped=skipped, other_bytes=int(other), provenance=provenance,
                         measure_s=time.perf_counter() - t0, measured=measured, from_cache=cached)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch.utils._pytree import tree_flatten
 
-from ._config import check_positive, invalid
+from .config import check_positive, invalid
 from .flops import (
     call_model,
     cast_inputs,
@@ -41,7 +41,7 @@ from .flops import (
 from .profile import Profile, Timing, median_ci_rel
 from .workload import Workload
 
-__all__ = ["measure", "TORCH_DTYPES", "resolve_device"]
+__all__ = ["measure", "TORCH_DTYPES", "resolve_device", "sparse_bytes"]
 
 TORCH_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -157,23 +157,34 @@ def _serialized_bytes(model: torch.nn.Module) -> int:
     return buf.tell()
 
 
+def sparse_bytes(t: torch.Tensor) -> int | None:
+    """The one sparse-storage rule: bytes of ``t`` stored as its non-zero values plus a packed
+    1-bit mask, ``nonzeros * element_size + ceil(numel / 8)``, when that is smaller than dense
+    (``numel * element_size``); None when ``t`` is kept dense: it is not a plain floating tensor of
+    dim >= 2 (biases, norms and other 1-D tensors, integer buffers, torchao's quantized tensors
+    stay dense) or it has too few zeros for the mask to pay off (about 1/32 of an fp32 weight).
+    E.g. a 4x4 fp32 weight with 6 non-zeros: 6*4 + ceil(16/8) = 26 B instead of 64 B.
+    (CSR with int64 indices only pays off above ~67 % sparsity; a bitmask from ~3 %.)"""
+    if type(t) is not torch.Tensor or not t.is_floating_point() or t.dim() < 2 or t.is_meta:
+        return None
+    size = int((t != 0).sum()) * t.element_size() + -(-t.numel() // 8)
+    return size if size < t.numel() * t.element_size() else None
+
+
 def _sparse_serialized_bytes(model: torch.nn.Module) -> int | None:
-    """Size of the state_dict with every floating weight that has zeros stored sparsely, as its
-    non-zero values plus a packed 1-bit mask, when that is smaller than dense; None when no weight
-    has a zero. (CSR with int64 indices only pays off above ~67 % sparsity; a bitmask from ~3 %.)"""
-    state, any_zero = {}, False
+    """Size of the state_dict with every weight that :func:`sparse_bytes` stores sparsely saved as
+    its non-zero values plus a packed 1-bit mask; None when no weight is stored sparsely."""
+    state, any_sparse = {}, False
     for k, t in model.state_dict().items():
-        if type(t) is torch.Tensor and t.is_floating_point() and t.dim() >= 2 and bool((t == 0).any()):
-            any_zero = True
+        if sparse_bytes(t) is not None:
+            any_sparse = True
             mask = (t != 0).flatten()
-            packed = torch.from_numpy(np.packbits(mask.numpy()))
+            packed = torch.from_numpy(np.packbits(mask.cpu().numpy()))
             values = t.detach().flatten()[mask]
-            sparse = {"shape": tuple(t.shape), "mask": packed, "values": values}
-            sparse_bytes = packed.numel() + values.numel() * values.element_size()
-            state[k] = sparse if sparse_bytes < t.numel() * t.element_size() else t
+            state[k] = {"shape": tuple(t.shape), "mask": packed, "values": values}
         else:
             state[k] = t
-    if not any_zero:
+    if not any_sparse:
         return None
     buf = io.BytesIO()
     torch.save(state, buf)

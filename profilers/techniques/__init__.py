@@ -9,7 +9,9 @@
     records(small)             # what each step cost (steps, samples, measured seconds)
 
 Compositions run in the order distill -> prune -> quantize -> mixed precision; incompatible ones are
-rejected with the reason. Results are cached per process (and on disk with ``cache_dir``), keyed by
+rejected with the reason (each technique declares its ``stage``, whether it is ``repeatable`` and what it
+``excludes``). ``Prune`` and ``Quantize`` take a ``layers`` selector (:class:`Layers`, or
+``Quantize("bf16").on("classifier.1")``) to change only some layers. Results are cached per process (and on disk with ``cache_dir``), keyed by
 the base model's content and the technique prefix, so a search never retrains the same student twice.
 """
 
@@ -20,23 +22,28 @@ from typing import Any, Sequence
 
 import torch
 
-from .._config import invalid
+from ..config import invalid
 from ..workload import Workload
-from .base import ApplyRecord, Context, Technique, UnsupportedTechnique, apply_one, check_sequence, records, register
+from .base import (ApplyRecord, Context, Technique, UnsupportedTechnique, apply_one, check_sequence, records, register,
+                   technique_types)
 from .cache import TechniqueCache, default_cache
+
+# registration order (the order error messages list the techniques in): Prune, Quantize, Distill, MixedPrecision
+from .pruning import Prune  # noqa: I001
+from .quantization import Quantize
 from .distillation import Distill
 from .mixed_precision import MixedPrecision
-from .pruning import Prune
 from .quality import fidelity, quality
-from .quantization import Quantize
+from .selector import Layers
 
-__all__ = ["Technique", "Prune", "Quantize", "Distill", "MixedPrecision", "apply", "records", "quality",
-           "fidelity", "ApplyRecord", "UnsupportedTechnique", "TechniqueCache", "register", "from_json"]
+__all__ = ["Technique", "Prune", "Quantize", "Distill", "MixedPrecision", "Layers", "apply", "records", "quality",
+           "fidelity", "ApplyRecord", "UnsupportedTechnique", "TechniqueCache", "register", "from_json",
+           "technique_types"]
 
 
 def from_json(data: dict | str) -> Technique:
-    """A technique config from its JSON form (as written by ``profilers._config.dumps``)."""
-    from .._config import from_json_dict, loads
+    """A technique config from its JSON form (as written by ``profilers.config.dumps``)."""
+    from ..config import from_json_dict, loads
 
     t = loads(data) if isinstance(data, str) else from_json_dict(data)
     if not isinstance(t, Technique):

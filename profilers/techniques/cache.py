@@ -19,7 +19,7 @@ from typing import Any, Sequence
 
 import torch
 
-from .._config import to_json_dict
+from ..config import to_json_dict
 from ..measurement import tensor_leaves
 
 __all__ = ["TechniqueCache", "default_cache"]

@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import copy
 import importlib
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Any, Callable, ClassVar
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .._config import check_positive, invalid, serializable
-from .base import ApplyRecord, Context, Technique, register
+from ..config import check_positive, invalid, serializable
+from .base import ApplyRecord, Context, Technique, register, scaled_steps
 
 __all__ = ["Distill"]
 
@@ -68,6 +68,38 @@ class Distill(Technique):
             v = getattr(self, f)
             if not isinstance(v, int) or isinstance(v, bool) or v < 1:
                 raise invalid("Distill", f, "an integer >= 1", v)
+
+    @property
+    def cost_key(self) -> str:
+        return "distill"
+
+    @property
+    def trains(self) -> bool:
+        return True  # steps >= 1
+
+    def at_fidelity(self, fidelity: float) -> "Distill":
+        super().at_fidelity(fidelity)
+        return self if fidelity >= 1 else replace(self, steps=scaled_steps(self.steps, fidelity))
+
+    def short_label(self) -> str:
+        """``distill_0.5`` (width 0.5); depth, a student factory and non-default training settings
+        are appended (``distill_depth0.5``, ``distill_0.5_steps100``)."""
+        parts = ["distill"]
+        if self.width < 1:
+            parts.append(f"{self.width:g}")
+        if self.depth < 1:
+            parts.append(f"depth{self.depth:g}")
+        if self.student is not None:
+            parts.append(f"student={self.student}")
+        for f, short in (("temperature", "T"), ("alpha", "alpha"), ("steps", "steps"), ("batch_size", "bs"),
+                         ("lr", "lr")):
+            v = getattr(self, f)
+            if v != _DISTILL_DEFAULTS[f]:
+                parts.append(f"{short}{v:g}")
+        return "_".join(parts)
+
+
+_DISTILL_DEFAULTS = {f.name: f.default for f in fields(Distill)}
 
 
 @register(Distill)

@@ -14,12 +14,12 @@ from typing import Any, ClassVar
 
 import torch
 
-from .._config import check_choice, serializable
+from ..config import check_choice, serializable
 from .base import ApplyRecord, Context, Technique, UnsupportedTechnique, register
 
 __all__ = ["MixedPrecision", "AutocastModule"]
 
-_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+_DTYPES = ("bf16", "fp16")  # names in profilers.measurement.TORCH_DTYPES
 
 
 @serializable("mixed_precision")
@@ -30,9 +30,20 @@ class MixedPrecision(Technique):
     dtype: str = "bf16"
     stage: ClassVar[int] = 3
     changes_weights: ClassVar[bool] = False
+    excludes: ClassVar[tuple[str, ...]] = ("Quantize",)
 
     def __post_init__(self) -> None:
-        check_choice("MixedPrecision", "dtype", self.dtype, tuple(_DTYPES))
+        check_choice("MixedPrecision", "dtype", self.dtype, _DTYPES)
+
+    @property
+    def cost_key(self) -> str:
+        return "mixed_precision"
+
+    def short_label(self) -> str:
+        return f"amp_{self.dtype}"
+
+    def exclusion_reason(self, other: Technique) -> str:
+        return f"autocast would override the numerics fixed by {other.label()}"
 
 
 class AutocastModule(torch.nn.Module):
@@ -45,7 +56,9 @@ class AutocastModule(torch.nn.Module):
 
     def forward(self, *args: Any, **kwargs: Any) -> Any:
         dev = next((p.device.type for p in self.module.parameters()), "cpu")
-        with torch.autocast(dev, dtype=_DTYPES[self.amp_dtype]):
+        from ..measurement import TORCH_DTYPES
+
+        with torch.autocast(dev, dtype=TORCH_DTYPES[self.amp_dtype]):
             return self.module(*args, **kwargs)
 
 

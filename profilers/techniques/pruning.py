@@ -1,22 +1,28 @@
 """Pruning: unstructured L1 (made permanent), structured (channels / neurons / heads physically
-removed), 2:4 semi-structured; optional regularized fine-tuning before and recovery after."""
+removed), 2:4 semi-structured; optional regularized fine-tuning before and recovery after.
+
+``layers`` (a :class:`~profilers.techniques.Layers` selector) restricts unstructured and 2:4 pruning
+to the selected Linear/Conv layers (the output layer too, when selected); structured pruning removes
+coupled channels across layers and takes no selector (restrict it with ``ignore``)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from typing import Callable, ClassVar, Iterable, Sequence
 
 import torch
 from torch import nn
 from torch.nn.utils import prune
 
-from .._config import check_choice, check_non_negative, invalid, serializable
+from ..config import check_choice, check_non_negative, invalid, serializable
 from ..flops import call_model
-from .base import ApplyRecord, Context, Technique, register
+from ..measurement import sparse_bytes
+from .base import ApplyRecord, Context, Technique, register, scaled_steps
+from .selector import LAYER_TYPES, Layers, layers_of
 from .training import _to_device, train_steps
 
-__all__ = ["Prune", "METHODS", "output_layer_name", "prunable_layers", "sparsity", "sparse_storage_bytes",
-           "two_four_mask", "l1_norm", "group_norm"]
+__all__ = ["Prune", "METHODS", "LAYER_TYPES", "output_layer_name", "prunable_layers", "sparsity",
+           "sparse_storage_bytes", "two_four_mask", "l1_norm", "group_norm"]
 
 METHODS = ("l1_unstructured", "structured", "semi_structured_2_4")
 
@@ -33,6 +39,8 @@ class Prune(Technique):
     * ``regularize``: "none", "l1" or "group_lasso" fine-tuning for ``reg_steps`` steps with
       strength ``reg_strength`` before pruning (drives weights / groups towards zero first).
     * ``ignore``: names of modules never pruned (default: the output layer is always kept).
+    * ``layers``: None (every prunable layer but the output layer) or a ``Layers`` selector: only
+      the selected Linear/Conv layers (not for ``method="structured"``).
     """
 
     method: str = "l1_unstructured"
@@ -45,7 +53,9 @@ class Prune(Technique):
     lr: float = 1e-3
     batch_size: int = 64
     ignore: tuple[str, ...] = ()
+    layers: Layers | None = None
     stage: ClassVar[int] = 1
+    repeatable: ClassVar[bool] = True
 
     def __post_init__(self) -> None:
         check_choice("Prune", "method", self.method, METHODS)
@@ -65,14 +75,55 @@ class Prune(Technique):
         if not isinstance(self.lr, (int, float)) or isinstance(self.lr, bool) or self.lr <= 0:
             raise invalid("Prune", "lr", "a number > 0", self.lr)
         object.__setattr__(self, "ignore", tuple(self.ignore))
+        if self.layers is not None and not isinstance(self.layers, Layers):
+            raise invalid("Prune", "layers", "None (every prunable layer but the output layer) or a Layers selector",
+                          self.layers)
+        if self.layers is not None and self.method == "structured":
+            raise invalid("Prune", "layers", "None for method='structured' (it removes coupled channels across "
+                          "layers; restrict it with ignore)", self.layers)
+
+    @property
+    def cost_key(self) -> str:
+        return "prune"
+
+    @property
+    def trains(self) -> bool:
+        return self.finetune_steps > 0 or self.reg_steps > 0
+
+    def at_fidelity(self, fidelity: float) -> "Prune":
+        super().at_fidelity(fidelity)
+        return self if fidelity >= 1 else replace(self, finetune_steps=scaled_steps(self.finetune_steps, fidelity))
+
+    def short_label(self) -> str:
+        """``prune_l1_0.5`` (L1 unstructured, half the weights), ``prune_structured_0.3``,
+        ``prune_2:4``; non-default settings are appended (``_global``, ``_ft100``, ``_l1reg20``,
+        ``_lr0.0003``, ...) and a selector after ``@``."""
+        method = {"l1_unstructured": "l1", "structured": "structured", "semi_structured_2_4": "2:4"}[self.method]
+        parts = ["prune", method] + ([] if self.method == "semi_structured_2_4" else [f"{self.amount:g}"])
+        if self.scope != "layer":
+            parts.append(self.scope)
+        if self.finetune_steps:
+            parts.append(f"ft{self.finetune_steps}")
+        if self.regularize != "none":
+            parts.append(f"{self.regularize}reg{self.reg_steps}")
+            if self.reg_strength != _PRUNE_DEFAULTS["reg_strength"]:
+                parts.append(f"strength{self.reg_strength:g}")
+        for f, short in (("lr", "lr"), ("batch_size", "bs")):
+            v = getattr(self, f)
+            if v != _PRUNE_DEFAULTS[f]:
+                parts.append(f"{short}{v:g}")
+        if self.ignore:
+            parts.append("ignore(" + ",".join(self.ignore) + ")")
+        label = "_".join(parts)
+        return label + (f"@{self.layers.short_label()}" if self.layers is not None else "")
+
+
+_PRUNE_DEFAULTS = {f.name: f.default for f in fields(Prune)}
 
 
 # --------------------------------------------------------------------------------------------
 # which layers are pruned
 # --------------------------------------------------------------------------------------------
-
-LAYER_TYPES = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-
 
 def output_layer_name(model: nn.Module) -> str | None:
     """The layer that produces the model's output: the last Linear/Conv in definition order
@@ -98,14 +149,17 @@ def check_ignore(model: nn.Module, t: Prune) -> None:
 
 
 def prunable_layers(model: nn.Module, t: Prune, *, linear_only: bool = False) -> list[tuple[str, nn.Module]]:
-    """(name, module) of the Linear/Conv layers ``t`` may prune: all but the output layer, the
-    ``ignore``d modules (and their children) and the projections inside ``nn.MultiheadAttention``
-    (whose fused kernel reads the raw weights)."""
-    out = output_layer_name(model)
-    mha = [n for n, m in model.named_modules() if isinstance(m, nn.MultiheadAttention)]
+    """(name, module) of the Linear/Conv layers ``t`` may prune: those ``t.layers`` selects, or by
+    default all but the output layer; never the ``ignore``d modules (and their children) nor the
+    :func:`~profilers.techniques.selector.untouchable` ones (inside ``nn.MultiheadAttention``)."""
     kinds = (nn.Linear,) if linear_only else LAYER_TYPES
-    return [(n, m) for n, m in model.named_modules()
-            if isinstance(m, kinds) and n != out and not _under(n, t.ignore) and not _under(n, mha)]
+    if t.layers is None:
+        out = output_layer_name(model)
+        keep = lambda n: n != out  # noqa: E731
+    else:
+        chosen = set(t.layers.select(model))
+        keep = chosen.__contains__
+    return [(n, m) for n, m in layers_of(model, kinds) if keep(n) and not _under(n, t.ignore)]
 
 
 # --------------------------------------------------------------------------------------------
@@ -185,13 +239,17 @@ def sparsity(model: nn.Module, layers: Sequence[tuple[str, nn.Module]] | None = 
 
 
 def sparse_storage_bytes(model: nn.Module) -> dict[str, int]:
-    """Bytes to store the parameters densely vs. sparsely as nonzero values plus a 1-bit
-    occupancy mask per weight (the honest gain of unstructured sparsity: storage, not speed)."""
+    """Bytes to store the parameters densely vs. with the one sparse rule,
+    :func:`profilers.measurement.sparse_bytes` (a weight stored as its nonzero values plus a 1-bit
+    occupancy mask where that is smaller; biases and other 1-D tensors dense): the honest gain of
+    unstructured sparsity, storage, not speed."""
     dense = sparse = 0
     for p in model.parameters():
         d = p.detach()
-        dense += d.numel() * d.element_size()
-        sparse += int((d != 0).sum()) * d.element_size() + -(-d.numel() // 8)
+        size = d.numel() * d.element_size()
+        dense += size
+        s = sparse_bytes(d)
+        sparse += size if s is None else s
     return {"dense": dense, "values_plus_bitmask": sparse}
 
 
@@ -309,6 +367,10 @@ def _apply_prune(model: nn.Module, t: Prune, ctx: Context):
         layers = structured_layers(model, t)
     else:
         layers = prunable_layers(model, t, linear_only=t.method == "semi_structured_2_4")
+    if not layers and t.layers is not None:
+        kinds = "Linear" if t.method == "semi_structured_2_4" else "Linear/Conv"
+        raise invalid("Prune", "layers", f"a selector matching at least one {kinds} layer of {type(model).__name__} "
+                      "outside ignore", t.layers)
     if not layers:
         raise invalid("Prune", "ignore", f"names that leave at least one prunable layer in {type(model).__name__} "
                       f"(the output layer {output_layer_name(model)!r} is always kept)", t.ignore)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .._config import invalid
+from ..config import invalid
 from ..flops import call_model
 from .base import Context
 from .pruning import LAYER_TYPES, Prune, output_layer_name, prunable_layers

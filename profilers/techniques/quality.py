@@ -13,7 +13,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from .._config import invalid
+from ..config import invalid
 from ..flops import call_model
 from ..workload import Workload
 from .training import output_tensor

@@ -10,7 +10,7 @@ from typing import Any, Callable
 import torch
 import torch.nn.functional as F
 
-from .._config import invalid
+from ..config import invalid
 from ..flops import call_model
 from ..workload import Workload
 from .base import Context
@@ -85,7 +85,9 @@ def train_steps(model: torch.nn.Module, ctx: Context, *, steps: int, batch_size:
 
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.AdamW(params, lr=lr, weight_decay=0.0)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16, None: None}[amp]
+    from ..measurement import TORCH_DTYPES
+
+    dtype = None if amp is None else TORCH_DTYPES[amp]
     scaler = torch.amp.GradScaler(ctx.device.type, enabled=amp == "fp16")
     model.train()
     for _ in range(steps):

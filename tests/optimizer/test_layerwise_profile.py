@@ -10,13 +10,15 @@ import pytest
 
 from optimizer import LayerwiseVerifyResult, solve_layerwise, verify_layerwise
 from profilers import LayerProfile, assemble_layers, profile_layers, workloads
-from profilers._config import ConfigError, dumps, loads
-from profilers.layer_profile import deployed_bytes
-from profilers.techniques import quality
+from profilers.config import ConfigError, dumps, loads
+from profilers.layer_profile import DEFAULT_CHOICES, deployed_bytes
+from profilers.techniques import Distill, Prune, Quantize, quality
 
 pytest.importorskip("highspy")
 pytest.importorskip("torchao")
-CHOICES = ("bf16", "int8_weight_only", "prune_l1_0.5", "prune_l1_0.8", "prune_l1_0.95")
+CHOICES = (Quantize("bf16"), Quantize("int8_weight_only"), Prune("l1_unstructured", amount=0.5),
+           Prune("l1_unstructured", amount=0.8), Prune("l1_unstructured", amount=0.95))
+LABELS = ("bf16", "int8_weight_only", "prune_l1_0.5", "prune_l1_0.8", "prune_l1_0.95")
 
 
 @pytest.fixture(scope="module")
@@ -33,7 +35,8 @@ def profile(wl, one_thread, tmp_path_factory):
 def test_costs_are_measured_and_match_hand_arithmetic(profile):
     p, _ = profile
     assert p.layers == ("features.0", "features.2", "classifier.1", "classifier.3")
-    assert p.choices == ("fp32", *CHOICES)
+    assert p.choices == ("fp32", *LABELS)
+    assert p.choice_configs == dict(zip(LABELS, CHOICES))  # the configs, kept: labels are never parsed
     fc1 = p.measurements["classifier.1"]  # Linear(512 -> 64)
     # fp32: weight 64*512*4 = 131,072 B + bias 64*4 = 256 B
     assert fc1["fp32"].bytes == 131_328
@@ -58,7 +61,8 @@ def test_sensitivities_are_the_measured_quality_change_of_one_layer(wl, profile)
             assert m.sensitivity == pytest.approx(p.base_quality - m.quality, abs=1e-12)
     # re-measured independently: the same one-layer model gives the same quality
     m = p.measurements["classifier.3"]["prune_l1_0.95"]
-    assert quality(assemble_layers(wl.build(), {"classifier.3": "prune_l1_0.95"}), wl) == m.quality
+    assert quality(assemble_layers(wl.build(), {"classifier.3": Prune(amount=0.95)}), wl) == m.quality
+    assert quality(assemble_layers(wl.build(), {"classifier.3": "prune_l1_0.95"}, choices=p), wl) == m.quality
     assert m.sensitivity > 0.1  # 95 % of the output layer's weights zeroed costs real accuracy
     assert "measured on" in p.provenance and "held-out" in p.provenance
     # torchao has no int8 convolution: recorded with the reason, not replaced
@@ -71,10 +75,11 @@ def test_profile_feeds_solve_layerwise_and_bytes_add_up(wl, profile):
     p, _ = profile
     r = solve_layerwise(p.options(), budgets={"bytes": 0.3 * p.fp32_bytes()})
     assert r.ok and r.totals["bytes"] <= 0.3 * p.fp32_bytes()
-    model = assemble_layers(wl.build(), r.assignment)
+    model = assemble_layers(wl.build(), r.assignment, choices=p.choice_configs)
     assert deployed_bytes(model) == p.other_bytes + r.totals["bytes"]  # per-layer costs are exact
     assert deployed_bytes(wl.build()) == p.fp32_bytes()
-    assert loads(dumps(p)) == p
+    back = loads(dumps(p))
+    assert back == p and all(type(c) is type(p.choice_configs[k]) for k, c in back.choice_configs.items())
 
 
 def test_cache_file_spares_remeasuring(wl, profile):
@@ -91,7 +96,7 @@ def test_verify_meets_the_target_on_the_first_round(wl, profile):
     r = verify_layerwise(wl, p, target_quality=p.base_quality - 0.015)
     assert isinstance(r, LayerwiseVerifyResult) and r.ok and r.status == "met"
     assert r.measured_quality >= r.target_quality
-    assert quality(assemble_layers(wl.build(), r.assignment), wl) == r.measured_quality  # really measured
+    assert quality(assemble_layers(wl.build(), r.assignment, choices=p), wl) == r.measured_quality  # really measured
     last = r.rounds[-1]
     assert r.model_bytes == last.measured_bytes == p.other_bytes + last.totals["bytes"] < 0.5 * r.fp32_bytes
     assert last.predicted_quality == pytest.approx(p.base_quality - last.predicted_sensitivity)
@@ -135,22 +140,39 @@ def test_max_rounds_is_a_status(wl, profile):
     assert r.status == "max_rounds" and len(r.rounds) == 1 and "To fix: raise max_rounds" in r.message
 
 
-ALLOWED = ("names among 'fp32', 'bf16', 'fp16', 'int8_weight_only', 'int8_dynamic', 'int4_weight_only', 'fp8' "
-           "or 'prune_l1_<amount in (0, 1)>'")
+ALLOWED = "a Prune or Quantize config (a technique that takes a layer selector)"
 
 
 @pytest.mark.parametrize("choices, field, got", [
-    (("int3",), "choices[0]", "'int3'"),
-    (("bf16", "prune_l1_1.5"), "choices[1]", "'prune_l1_1.5'"),
+    (("bf16",), "choices[0]", "'bf16'"),  # names are gone: choices are technique configs
+    ((Quantize("bf16"), Distill(width=0.5)), "choices[1]", "'Distill'"),
 ])
-def test_unknown_choice_names(wl, choices, field, got):
+def test_choices_must_be_selectable_technique_configs(wl, choices, field, got):
     with pytest.raises(ConfigError, match=re.escape(f"profile_layers.{field} must be {ALLOWED}; got {got}.")):
         profile_layers(wl, choices=choices)
 
 
+def test_a_choice_with_its_own_selector_is_rejected(wl):
+    with pytest.raises(ConfigError, match=re.escape("profile_layers.choices[0] must be a config without layers (the "
+                                                    "choice is applied to one layer at a time); got ")):
+        profile_layers(wl, choices=(Quantize("bf16").on("classifier.1"),))
+
+
+def test_default_choices_are_configs_and_the_cache_key_holds_their_json(wl, one_thread, tmp_path):
+    assert DEFAULT_CHOICES == (Quantize("bf16"), Quantize("int8_weight_only"), Prune("l1_unstructured", amount=0.5),
+                               Prune("l1_unstructured", amount=0.8))
+    path = tmp_path / "c.json"
+    a = profile_layers(wl, choices=(Prune(amount=0.5),), layers=["classifier.1"], cache_path=path)
+    assert a.choices == ("fp32", "prune_l1_0.5") and a.measured == 2
+    # another config (finetuned) is another key even where the layer and method are the same
+    b = profile_layers(wl, choices=(Prune(amount=0.5, lr=2e-3),), layers=["classifier.1"], cache_path=path)
+    assert b.choices == ("fp32", "prune_l1_0.5_lr0.002") and (b.measured, b.from_cache) == (1, 1)
+
+
 def test_bad_profile_inputs(wl, one_thread):
-    with pytest.raises(ConfigError, match=re.escape("profile_layers.choices must be a non-empty sequence of choice "
-                                                    f"{ALLOWED}; got ().")):
+    with pytest.raises(ConfigError, match=re.escape("profile_layers.choices must be a non-empty sequence of Prune or "
+                                                    "Quantize configs (e.g. Quantize('bf16'), Prune('l1_unstructured', "
+                                                    "amount=0.5)); got ().")):
         profile_layers(wl, choices=())
     names = "['features.0', 'features.2', 'classifier.1', 'classifier.3']"
     with pytest.raises(ConfigError, match=re.escape("profile_layers.layers must be None (every Linear/Conv layer) or "
@@ -160,7 +182,11 @@ def test_bad_profile_inputs(wl, one_thread):
                                                     f"DigitsCNN ({names}); got 'features.1'.")):
         profile_layers(wl, layers=["features.1"])
     with pytest.raises(ConfigError, match=re.escape("assemble_layers.assignment must be layer names among")):
-        assemble_layers(wl.build(), {"fc9": "bf16"})
+        assemble_layers(wl.build(), {"fc9": Quantize("bf16")})
+    with pytest.raises(ConfigError, match=re.escape("assemble_layers.assignment['classifier.1'] must be 'fp32', a "
+                                                    "technique config or a label among the choices ('fp32'); got "
+                                                    "'prune_l1_0.5'.")):
+        assemble_layers(wl.build(), {"classifier.1": "prune_l1_0.5"})  # a label needs the profile's configs
 
 
 def test_bad_verify_inputs(wl, profile):
@@ -172,8 +198,9 @@ def test_bad_verify_inputs(wl, profile):
             verify_layerwise(wl, p, target_quality=bad)
     opts = p.options()
     opts["classifier.1"]["int3"] = opts["classifier.1"]["fp32"]
-    with pytest.raises(ConfigError, match=re.escape(f"verify_layerwise.options['classifier.1'] must be {ALLOWED}; "
-                                                    "got 'int3'.")):
+    labels = ", ".join(repr(c) for c in ("fp32", *LABELS))
+    with pytest.raises(ConfigError, match=re.escape("verify_layerwise.options['classifier.1'] must be labels of the "
+                                                    f"profile's choices ({labels}); got 'int3'.")):
         verify_layerwise(wl, p, target_quality=0.9, options=opts)
     with pytest.raises(ConfigError, match=re.escape("verify_layerwise.options must be layers of the profile "
                                                     "['features.0', 'features.2', 'classifier.1', 'classifier.3']; "

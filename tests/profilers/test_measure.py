@@ -423,3 +423,45 @@ def test_cuda_measurement_uses_events_and_the_allocator():
     assert 0 < p.latency.p10_s <= p.latency.median_s <= p.latency.p90_s
     assert p.train_peak_memory_bytes > p.peak_memory_bytes >= p.parameter_bytes
     assert next(m.parameters()).device.type == "cpu"  # the caller's model stays where it was
+
+
+# ---------------------------------------------------------------------------------------------
+# the one sparse-storage rule (measure, layer_profile.deployed_bytes and Prune's notes use it)
+# ---------------------------------------------------------------------------------------------
+
+
+def test_sparse_bytes_is_values_plus_a_one_bit_mask_when_smaller():
+    from profilers.layer_profile import deployed_bytes
+    from profilers.measurement import sparse_bytes
+    from profilers.techniques.pruning import sparse_storage_bytes
+
+    w = torch.zeros(4, 4)
+    w.view(-1)[:6] = torch.arange(1.0, 7.0)
+    # a 4x4 weight with 6 non-zeros in fp32: 6*4 + ceil(16/8) = 26 bytes (dense: 16*4 = 64)
+    assert sparse_bytes(w) == 26
+    # fp16: 6*2 + 2 = 14 bytes (dense 32)
+    assert sparse_bytes(w.half()) == 14
+    # a 3x3 fp32 weight with 8 non-zeros: 8*4 + ceil(9/8) = 34 bytes < 9*4 = 36: sparse
+    v = torch.ones(3, 3)
+    v[0, 0] = 0
+    assert sparse_bytes(v) == 34
+    # no zero: 9*4 + 2 = 38 > 36: dense (None)
+    assert sparse_bytes(torch.ones(3, 3)) is None
+    # 1-D tensors (biases) and integer tensors stay dense whatever their zeros
+    assert sparse_bytes(torch.zeros(16)) is None and sparse_bytes(torch.zeros(4, 4, dtype=torch.int64)) is None
+
+    lin = nn.Linear(4, 4)
+    with torch.no_grad():
+        lin.weight.copy_(w)
+        lin.bias.zero_()
+    # weight 26 B sparse + bias 4*4 = 16 B dense (all zero, but 1-D) = 42 B; dense: 64 + 16 = 80 B
+    assert deployed_bytes(lin) == 42
+    assert sparse_storage_bytes(lin) == {"dense": 80, "values_plus_bitmask": 42}
+    # measure saves the same format: a 64x64 weight half zero, 2048*4 + 4096/8 = 8,704 B instead of 16,384 B
+    big = nn.Linear(64, 64)
+    with torch.no_grad():
+        big.weight[:32] = 0
+    p = measure(big, torch.randn(2, 64), train=False, **FAST)
+    assert sparse_bytes(big.weight.detach()) == 8_704
+    assert p.sparse_serialized_bytes is not None and p.sparse_serialized_bytes < p.serialized_bytes - 7_000
+    assert measure(nn.Linear(4, 4), torch.randn(2, 4), train=False, **FAST).sparse_serialized_bytes is None

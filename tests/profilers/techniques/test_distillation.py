@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from profilers import ConfigError, workloads
-from profilers._config import dumps, loads, to_json_dict
+from profilers.config import dumps, loads, to_json_dict
 from profilers.techniques import Distill, apply, from_json, records
 from profilers.techniques.distillation import evenly_spaced, keep_layers
 from profilers.workloads.digits import DigitsCNN

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 from profilers import count_flops, measure
-from profilers._config import dumps, loads
+from profilers.config import dumps, loads
 from profilers.techniques import Prune, apply, from_json, records
 from profilers.techniques.pruning import group_norm, l1_norm, sparse_storage_bytes
 from profilers.workload import Workload
