@@ -33,7 +33,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
-from profilers._config import ConfigError, check_non_negative, invalid, serializable
+from profilers.config import ConfigError, build, check_non_negative, invalid, serializable
 
 __all__ = ["KINDS", "TIERS", "PriceRow", "PriceBook"]
 
@@ -100,27 +100,21 @@ class PriceRow:
 
 
 def _rows_from_mapping(data: Mapping[str, Any], origin: str, *, user: bool) -> list[PriceRow]:
+    """The ``[[price]]`` rows of a price file, each built and checked by :func:`build` at
+    ``<origin>: price[i]`` (keys, presence, types; the row's own rules in :class:`PriceRow`)."""
     rows = data.get("price")
     if not isinstance(rows, list):
         raise invalid(f"price file {origin}", "price", "an array of [[price]] tables", type(rows).__name__)
     file_defaults = {k: data[k] for k in ("kind", "unit", "source", "date") if k in data}
-    known = {f.name for f in dataclasses.fields(PriceRow)}
+    required = {k: "present (every price is dated and sourced)" for k in ("kind", "item", "usd_per_unit", "source",
+                                                                             "date")}
     out = []
     for i, row in enumerate(rows):
-        if not isinstance(row, Mapping):
-            raise invalid(f"{origin}: price[{i}]", "row", "a table", type(row).__name__)
-        extra = sorted(set(row) - known)
-        if extra:
-            raise invalid(f"{origin}: price[{i}]", extra[0], "one of " + ", ".join(sorted(known)), row[extra[0]])
-        merged = {**file_defaults, **row}
-        if user and "default" not in row:
-            merged["default"] = True  # the user's price wins unless they say otherwise
-        for req in ("kind", "item", "usd_per_unit", "source", "date"):
-            if req not in merged:
-                raise invalid(f"{origin}: price[{i}]", req, "present (every price is dated and sourced)", None)
-        if isinstance(merged.get("date"), _dt.date):
-            merged["date"] = merged["date"].isoformat()
-        out.append(PriceRow(**merged))
+        if isinstance(row, Mapping):
+            row = {**file_defaults, **row}
+            if user and "default" not in row:
+                row["default"] = True  # the user's price wins unless they say otherwise
+        out.append(build(PriceRow, row, f"{origin}: price[{i}]", required=required))
     return out
 
 

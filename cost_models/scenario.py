@@ -15,13 +15,16 @@ from dataclasses import dataclass, field
 from importlib import resources
 from typing import Any, Mapping
 
-from profilers._config import check_choice, check_non_negative, check_positive, invalid, serializable
+from profilers.config import check_choice, check_non_negative, check_positive, invalid, serializable
 
 __all__ = ["TrainingPlan", "ServingPlan", "DataPlan", "PeoplePlan", "Ownership", "Scenario",
-           "TechniqueDefaults", "technique_defaults", "assumption", "HOURS_PER_MONTH"]
+           "TechniqueDefaults", "technique_defaults", "assumption", "HOURS_PER_MONTH", "MAX_HORIZON_MONTHS"]
 
 #: 8,760 hours a year / 12 (the convention cloud bills use)
 HOURS_PER_MONTH = 730.0
+#: the longest horizon a plan may price: 100 years (beyond it no price or device figure means anything,
+#: and totals overflow to nonsense long before 1e300 months)
+MAX_HORIZON_MONTHS = 1200.0
 
 
 def _load(name: str) -> dict[str, Any]:
@@ -163,6 +166,9 @@ class ServingPlan:
         check_positive(o, "samples_per_request", self.samples_per_request)
         _opt_positive(o, "latency_slo_s", self.latency_slo_s)
         check_positive(o, "horizon_months", self.horizon_months)
+        if self.horizon_months > MAX_HORIZON_MONTHS:
+            raise invalid(o, "horizon_months", f"a number of months in (0, {MAX_HORIZON_MONTHS:g}] (100 years)",
+                          self.horizon_months)
         check_non_negative(o, "response_bytes", self.response_bytes)
         if self.latency_slo_s is not None and self.peak_rps == 0:
             raise invalid(o, "peak_requests_per_s", "> 0 when latency_slo_s is set (an SLO needs traffic)",
@@ -286,8 +292,8 @@ class Scenario:
 
     name: str = "scenario"
     techniques: tuple[str, ...] = ()
-    training: TrainingPlan = field(default_factory=TrainingPlan)
     serving: ServingPlan = field(default_factory=ServingPlan)
+    training: TrainingPlan = field(default_factory=TrainingPlan)
     data: DataPlan = field(default_factory=DataPlan)
     people: PeoplePlan = field(default_factory=PeoplePlan)
     ownership: Ownership = field(default_factory=Ownership)

@@ -9,21 +9,41 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.util
+import math
 import re
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from profilers._config import serializable
+from cost_models import PriceRow, Scenario
+from profilers.config import (
+    at,
+    check_choice,
+    check_fields,
+    check_int,
+    invalid,
+    serializable,
+    where,
+)
 
-from ._job_fields import _choice, _err, _int, _is_num, _positive, _string
+from .space import SearchSpace
 from .whatif import WhatIf
 
-__all__ = ["KINDS", "Job"]
+__all__ = ["KINDS", "MAX_SEED", "Job", "search_method_names"]
 
 KINDS = ("search", "whatif")
-_METHODS = ("lazy", "exhaustive", "tpe", "random", "nsga2")
+#: seeds are 32-bit (NumPy's and Optuna's samplers take seeds in [0, 2**32 - 1])
+MAX_SEED = 2**32 - 1
+#: the search() keywords every method takes (the others are each method's ``options``)
+_EVERY_METHOD = ("timeout_s", "max_evaluations", "budget_usd", "usd_per_hour", "seed", "profile_time_cap_s", "pool")
+
+
+def search_method_names() -> tuple[str, ...]:
+    """The registered search methods (:data:`optimizer.methods.METHODS`), in registry order."""
+    from .methods import method_names
+
+    return method_names()
 
 
 # ----------------------------------------------------------------------------------------------
@@ -32,70 +52,167 @@ _METHODS = ("lazy", "exhaustive", "tpe", "random", "nsga2")
 @serializable("job")
 @dataclass(frozen=True)
 class Job:
-    """A validated job. Build one with :func:`load_job` (a TOML file) or :func:`parse_job` (a dict).
+    """A validated job. Build one with :func:`load_job` (a TOML file), :func:`parse_job` (a dict)
+    or in Python; the same checks run either way, once, here.
 
     ``space`` is an :class:`optimizer.SearchSpace` (search jobs), ``whatif`` a :class:`WhatIf`
     (what-if jobs); ``scenario`` a :class:`cost_models.Scenario`; ``price_file`` and
-    ``price_rows`` the overrides merged over the shipped price book (:meth:`prices`).
+    ``price_rows`` the overrides merged over the shipped price book (:meth:`prices`). The search
+    fields (``method``, ``n_trials``, ...) are :func:`optimizer.search`'s keywords; an option
+    the method does not take must be None (see :data:`optimizer.methods.METHODS`).
+    ``min_quality`` must lie in the workload's ``quality_range`` when it declares one.
+    Field metadata ``path`` says where each field lives in a job file (``job.search.n_trials``);
+    the fields of ``[search]`` besides ``method`` are :func:`optimizer.search`'s keywords.
     """
 
     name: str
     kind: str = "search"
     description: str = ""
     workload: str | None = "digits"
-    space: Any = None
-    scenario: Any = None
-    price_file: str | None = None
-    price_rows: tuple[Any, ...] = ()
-    min_quality: float | None = None
-    method: str = "lazy"
-    n_trials: int | None = None
-    timeout_s: float | None = None
-    max_evaluations: int | None = None
-    budget_usd: float | None = None
-    usd_per_hour: float | None = None
-    fidelities: tuple[float, ...] | None = None
-    pruner: str = "threshold"
-    prune_margin: float = 0.05
-    skip_dearer: bool = True
-    seed: int = 0
-    profile_time_cap_s: float = 0.5
-    storage: str | None = None
+    space: SearchSpace | None = None
+    scenario: Scenario | None = None
+    price_file: str | None = field(default=None, metadata={"path": "prices.file"})
+    price_rows: tuple[PriceRow, ...] = field(default=(), metadata={"path": "prices.price"})
+    min_quality: float | None = field(default=None, metadata={"path": "constraints.min_quality"})
+    method: str = field(default="lazy", metadata={"path": "search.method"})
+    n_trials: int | None = field(default=None, metadata={"path": "search.n_trials"})
+    timeout_s: float | None = field(default=None, metadata={"path": "search.timeout_s"})
+    max_evaluations: int | None = field(default=None, metadata={"path": "search.max_evaluations"})
+    budget_usd: float | None = field(default=None, metadata={"path": "search.budget_usd"})
+    usd_per_hour: float | None = field(default=None, metadata={"path": "search.usd_per_hour"})
+    fidelities: tuple[float, ...] | None = field(default=None, metadata={"path": "search.fidelities"})
+    pruner: str | None = field(default=None, metadata={"path": "search.pruner"})
+    prune_margin: float | None = field(default=None, metadata={"path": "search.prune_margin"})
+    skip_dearer: bool | None = field(default=None, metadata={"path": "search.skip_dearer"})
+    seed: int = field(default=0, metadata={"path": "search.seed"})
+    profile_time_cap_s: float = field(default=0.5, metadata={"path": "search.profile_time_cap_s"})
+    storage: str | None = field(default=None, metadata={"path": "search.storage"})
+    layer_choices: tuple[Any, ...] | None = field(default=None, metadata={"path": "search.layer_choices"})
+    max_bytes: float | None = field(default=None, metadata={"path": "search.max_bytes"})
+    pool: bool = field(default=False, metadata={"path": "search.pool"})
     output: str = ""
     whatif: WhatIf | None = None
     source: str = ""  # the file the job came from ("" when built in Python)
 
     def __post_init__(self) -> None:
-        from cost_models import Scenario
-
-        from .space import SearchSpace
-
         o = "Job"
-        _string(f"{o}.name", self.name)
-        _choice(KINDS)(f"{o}.kind", self.kind)
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise invalid(o, "name", "a non-empty string", self.name)
+        check_choice(o, "kind", self.kind, KINDS)
+        if not isinstance(self.output, str):
+            raise invalid(o, "output", "a non-empty string", self.output)
+        if not self.output:
+            object.__setattr__(self, "output", str(Path("runs") / _slug(self.name)))
         if self.scenario is None:
             object.__setattr__(self, "scenario", Scenario(name=self.name))
         if not isinstance(self.scenario, Scenario):
-            raise _err(f"{o}.scenario", "a cost_models.Scenario", type(self.scenario).__name__)
-        object.__setattr__(self, "price_rows", tuple(self.price_rows))
-        if not self.output:
-            object.__setattr__(self, "output", str(Path("runs") / _slug(self.name)))
+            raise invalid(o, "scenario", "a cost_models.Scenario", type(self.scenario).__name__)
+        self._check_prices()
         if self.kind == "search":
             if not isinstance(self.space, SearchSpace):
-                raise _err(f"{o}.space", "an optimizer.SearchSpace", type(self.space).__name__)
-            if not _is_num(self.min_quality):
-                raise _err(f"{o}.min_quality", "a number (the quality target)", self.min_quality)
-            _choice(_METHODS)(f"{o}.method", self.method)
-            if not isinstance(self.workload, str) or not self.workload:
-                raise _err(f"{o}.workload", "a workload name or 'module:function'", self.workload)
+                raise invalid(o, "space", "an optimizer.SearchSpace", type(self.space).__name__)
+            object.__setattr__(self, "workload", _check_workload(self.workload, self.base_dir))
+            self._check_search()
         else:
             object.__setattr__(self, "workload", None)
             if self.whatif is None:
                 object.__setattr__(self, "whatif", WhatIf())
             if not isinstance(self.whatif, WhatIf):
-                raise _err(f"{o}.whatif", "an optimizer.jobs.WhatIf", type(self.whatif).__name__)
-        _int(f"{o}.seed", self.seed, 0)
-        _positive(f"{o}.profile_time_cap_s", self.profile_time_cap_s)
+                raise invalid(o, "whatif", "an optimizer.jobs.WhatIf", type(self.whatif).__name__)
+            tr = self.scenario.training
+            if tr.unit == "tokens" and tr.tokens_per_sample != self.whatif.train_seq_len:
+                raise invalid(o, "scenario.training.tokens_per_sample", f"{where(o, 'whatif.train_seq_len')} "
+                              f"({self.whatif.train_seq_len}) in a what-if (or absent)", tr.tokens_per_sample)
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed <= MAX_SEED:
+            raise invalid(o, "seed", "an integer in [0, 2**32 - 1]", self.seed)
+        _positive(o, "profile_time_cap_s", self.profile_time_cap_s)
+        self._check_prices_cover()
+        check_fields(self)
+
+    # ---- the checks, one per concern ------------------------------------------------------------
+    def _check_prices(self) -> None:
+        o = "Job"
+        if self.price_file is not None:
+            v = self.price_file
+            if not isinstance(v, str) or not v.strip():
+                raise invalid(o, "price_file", "a path to a .toml or .json price file", v)
+            p = Path(v) if Path(v).is_absolute() else self.base_dir / v
+            if not p.is_file() or p.suffix.lower() not in (".toml", ".json"):
+                raise invalid(o, "price_file", f"an existing .toml or .json price file (looked for {p})", v)
+            object.__setattr__(self, "price_file", str(p.resolve()))
+        if isinstance(self.price_rows, (str, bytes)) or not hasattr(self.price_rows, "__iter__"):
+            raise invalid(o, "price_rows", "a list of cost_models.PriceRow", self.price_rows)
+        rows = tuple(self.price_rows)
+        for i, r in enumerate(rows):
+            if not isinstance(r, PriceRow):
+                raise invalid(o, f"price_rows[{i}]", "a cost_models.PriceRow", type(r).__name__)
+        object.__setattr__(self, "price_rows", rows)
+        from cost_models import PriceBook
+
+        book = PriceBook.load(self.price_file) if self.price_file else PriceBook.default()  # errors name the file
+        with at(PriceBook, where(o, "price_rows"), fields={"rows": ""}):  # PriceBook.rows = our rows here
+            book.merged(rows)
+
+    def _check_search(self) -> None:
+        o = "Job"
+        mq = self.min_quality
+        if not _is_num(mq):
+            raise invalid(o, "min_quality", "a finite number (the quality target)", mq)
+        _check_quality_range(self.workload, mq)
+        from .methods import get_method
+
+        method = get_method(self.method, o, "method")
+        options = {k: getattr(self, k) for k in _search_keywords() if k not in _EVERY_METHOD}
+        method.check_options({k: v for k, v in options.items() if v is not None}, owner=o)
+        if self.n_trials is not None:
+            check_int(o, "n_trials", self.n_trials, 1)
+        for f in ("timeout_s", "budget_usd", "usd_per_hour"):
+            if getattr(self, f) is not None:
+                _positive(o, f, getattr(self, f))
+        if self.max_evaluations is not None:
+            check_int(o, "max_evaluations", self.max_evaluations, 1)
+        if self.fidelities is not None:
+            object.__setattr__(self, "fidelities", _fidelities(self.fidelities))
+        if self.pruner is not None:
+            from .optuna_search import PRUNERS
+
+            check_choice(o, "pruner", self.pruner, PRUNERS)
+        if self.prune_margin is not None and (not _is_num(self.prune_margin) or self.prune_margin < 0):
+            raise invalid(o, "prune_margin", "a number >= 0", self.prune_margin)
+        if self.skip_dearer is not None and not isinstance(self.skip_dearer, bool):
+            raise invalid(o, "skip_dearer", "true or false", self.skip_dearer)
+        if self.storage is not None:
+            _check_storage(self.storage)
+        if self.layer_choices is not None:
+            object.__setattr__(self, "layer_choices", _layer_choices(self.layer_choices))
+        if self.max_bytes is not None:
+            _positive(o, "max_bytes", self.max_bytes)
+        if not isinstance(self.pool, bool):
+            raise invalid(o, "pool", "true or false (serve on the cheapest mix of the space's device types)",
+                          self.pool)
+
+    def _check_prices_cover(self) -> None:
+        """Every rented GPU the job may use needs a price at the scenario's tier (else nothing can be priced)."""
+        from profilers.config import ConfigError
+
+        own = self.scenario.ownership
+        devices, key = (self.space.devices, "space.devices") if self.kind == "search" else \
+            (self.whatif.device_list(), "whatif.devices")
+        book = self.prices()
+        for i, d in enumerate(devices):
+            if d.lower() == "host":
+                continue
+            try:
+                if own.owns:
+                    if own.purchase_usd is None:
+                        book.purchase(d)
+                else:
+                    book.gpu_hour(d, own.rent_tier, own.provider)
+            except ConfigError as e:
+                what = "a purchase price" if own.owns else f"a {own.rent_tier!r} price" + (
+                    f" from {own.provider!r}" if own.provider else "")
+                raise invalid("Job", f"{key}[{i}]", f"a device with {what} in the price book ({e}) To fix: add a "
+                              f"[[prices.price]] row, or change {where('Job', 'scenario.ownership')}", d) from None
 
     # ---- what the search needs ------------------------------------------------------------------
     @property
@@ -115,24 +232,40 @@ class Job:
         return CostModel(self.scenario, self.prices())
 
     def build_workload(self) -> Any:
-        """The :class:`profilers.Workload`: a built-in one, or what the factory returns."""
-        return _build_workload(self.workload, self.base_dir)
+        """The :class:`profilers.Workload`: a built-in one, or what the factory returns (whose
+        ``quality_range``, if it declares one, must hold ``min_quality``). Errors name the job
+        file's field (``job.workload``), the one place a workload spec comes from."""
+        with at(Job, "job", _file_paths()):
+            wl = _build_workload(self.workload, self.base_dir)
+            if self.min_quality is not None and getattr(wl, "quality_range", None) is not None:
+                _check_quality_range(self.workload, self.min_quality, wl.quality_range, wl.quality_metric)
+        return wl
 
     def search_kwargs(self) -> dict[str, Any]:
-        """Keyword arguments of :func:`optimizer.search` (besides workload, space, cost model)."""
-        return dict(min_quality=self.min_quality, method=self.method, n_trials=self.n_trials,
-                    timeout_s=self.timeout_s, max_evaluations=self.max_evaluations, budget_usd=self.budget_usd,
-                    usd_per_hour=self.usd_per_hour, fidelities=self.fidelities, pruner=self.pruner,
-                    prune_margin=self.prune_margin, skip_dearer=self.skip_dearer, storage=self.storage,
-                    seed=self.seed, profile_time_cap_s=self.profile_time_cap_s)
+        """Keyword arguments of :func:`optimizer.search` (besides workload, space, cost model); an
+        option the job leaves unset is None: the method's own default."""
+        kw = dict(min_quality=self.min_quality, method=self.method)
+        kw.update({k: getattr(self, k) for k in _search_keywords()})
+        return kw
 
     def replace(self, **changes: Any) -> Job:
         return dataclasses.replace(self, **changes)
 
     def to_json(self, **kw: Any) -> str:
-        from profilers._config import dumps
+        from profilers.config import dumps
 
         return dumps(self, **kw)
+
+
+def _search_keywords() -> tuple[str, ...]:
+    """The Job fields that are :func:`optimizer.search` keywords: those of the file's [search] table."""
+    return tuple(f.name for f in dataclasses.fields(Job)
+                 if f.metadata.get("path", "").startswith("search.") and f.name != "method")
+
+
+def _file_paths() -> dict[str, str]:
+    """Job field -> where it lives in a job file (``n_trials`` -> ``search.n_trials``)."""
+    return {f.name: f.metadata["path"] for f in dataclasses.fields(Job) if "path" in f.metadata}
 
 
 def _slug(name: str) -> str:
@@ -151,29 +284,114 @@ def _workload_allowed() -> str:
     return _WORKLOAD_ALLOWED.format(names=", ".join(repr(n) for n in workloads.names()))
 
 
-def _check_workload(path: str, v: Any, base: Path) -> str:
+def _check_workload(v: Any, base: Path) -> str:
+    """A built-in workload name, ``package.module:function`` or ``file.py:function`` (the file
+    relative to ``base``, the job file's folder, and existing)."""
     from profilers import workloads
 
     if not isinstance(v, str) or not v.strip():
-        raise _err(path, _workload_allowed(), v)
+        raise invalid("Job", "workload", _workload_allowed(), v)
     if ":" not in v:
         if v not in workloads.names():
-            raise _err(path, _workload_allowed(), v)
+            raise invalid("Job", "workload", _workload_allowed(), v)
         return v
     mod, _, fn = v.rpartition(":")
     if not mod or not fn.isidentifier():
-        raise _err(path, _workload_allowed(), v)
+        raise invalid("Job", "workload", _workload_allowed(), v)
     if mod.endswith(".py"):
         p = Path(mod) if Path(mod).is_absolute() else base / mod
         if not p.is_file():
-            raise _err(path, f"{_workload_allowed()} naming an existing file (looked for {p})", v)
+            raise invalid("Job", "workload", f"{_workload_allowed()} naming an existing file (looked for {p})", v)
     return v
+
+
+def _check_quality_range(workload: Any, min_quality: float, quality_range: Any = None, metric: str = "") -> None:
+    """``min_quality`` within what the workload's metric can reach: a built-in workload's declared
+    range (read without building the model), or the built workload's ``quality_range``."""
+    from profilers.workload import check_quality_target
+
+    if quality_range is None and isinstance(workload, str) and ":" not in workload:
+        from profilers import workloads
+
+        quality_range, metric = workloads.quality_range(workload), workloads.quality_metric(workload)
+    check_quality_target("Job", "min_quality", min_quality, quality_range, metric, workload)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _positive(owner: str, f: str, v: Any) -> None:
+    if not _is_num(v) or v <= 0:
+        raise invalid(owner, f, "a number > 0", v)
+
+
+def _layer_choices(v: Any) -> tuple[Any, ...]:
+    """Technique configs, each given as a config or a table naming it (``{technique = "quantize",
+    mode = "int8_weight_only"}``: the config's JSON type tag and its fields, built and checked by the
+    config class itself)."""
+    from collections.abc import Mapping
+
+    from profilers.config import build
+    from profilers.techniques import technique_types
+
+    from .layerwise_search import check_layer_choices
+
+    types = {getattr(c, "_json_tag", ""): c for c in technique_types() if "layers" in c.__dataclass_fields__}
+    allowed = "a table naming a technique that takes a layer selector (technique = " + \
+        ", ".join(map(repr, types)) + ") and its fields"
+    if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__"):
+        raise invalid("Job", "layer_choices", "a non-empty list of " + allowed.replace("a table", "tables"), v)
+    out = []
+    for i, c in enumerate(v):
+        if isinstance(c, Mapping):
+            rest = dict(c)
+            cls = types.get(rest.pop("technique", None))
+            if cls is None:
+                raise invalid("Job", f"layer_choices[{i}]", allowed, c)
+            c = build(cls, rest, where("Job", f"layer_choices[{i}]"))
+        out.append(c)
+    return check_layer_choices(out, "Job", "layer_choices")
+
+
+def _fidelities(v: Any) -> tuple[float, ...]:
+    from profilers.config import check_list
+
+    def fraction(f: str, x: Any) -> float:
+        if not _is_num(x) or not 0 < x <= 1:
+            raise invalid("Job", f, "a fraction in (0, 1]", x)
+        return float(x)
+
+    vals = check_list("Job", "fidelities", v, fraction)
+    if any(b <= a for a, b in zip(vals, vals[1:])):
+        raise invalid("Job", "fidelities", "an increasing list of fractions in (0, 1] (e.g. [0.25, 1.0])", v)
+    return vals
+
+
+#: the SQLAlchemy dialects a database storage URL may name (those SQLAlchemy ships)
+_DIALECTS = ("sqlite", "postgresql", "mysql", "mssql", "oracle")
+
+
+def _check_storage(v: Any) -> None:
+    """A journal file path, or a database URL whose dialect SQLAlchemy can load (RDB storage)."""
+    if not isinstance(v, str) or not v.strip():
+        raise invalid("Job", "storage", "a non-empty string", v)
+    if "://" not in v:
+        return  # a journal file
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
+
+    allowed = ("a journal file path or a database URL of a dialect SQLAlchemy can load (" + ", ".join(_DIALECTS)
+               + ", e.g. 'sqlite:///study.db', 'postgresql://user@host/db')")
+    try:
+        make_url(v).get_dialect()
+    except (NoSuchModuleError, ArgumentError, ValueError) as e:
+        raise invalid("Job", "storage", f"{allowed} ({type(e).__name__}: {e})", v) from None
 
 
 def _build_workload(spec: str, base: Path) -> Any:
     from profilers import Workload, workloads
 
-    path = "job.workload"
     if ":" not in spec:
         return workloads.get(spec)
     mod_name, _, fn_name = spec.rpartition(":")
@@ -197,12 +415,13 @@ def _build_workload(spec: str, base: Path) -> Any:
         else:
             module = importlib.import_module(mod_name)
     except Exception as e:
-        raise _err(path, f"an importable factory ({type(e).__name__}: {e})", spec) from None
+        raise invalid("Job", "workload", f"an importable factory ({type(e).__name__}: {e})", spec) from None
     fn = getattr(module, fn_name, None)
     if not callable(fn):
-        raise _err(path, f"a function that exists in {mod_name!r}", spec)
+        raise invalid("Job", "workload", f"a function that exists in {mod_name!r}", spec)
     wl = fn()
     if not isinstance(wl, Workload):
-        raise _err(path, f"a factory returning a profilers.Workload (it returned a {type(wl).__name__})", spec)
+        raise invalid("Job", "workload", f"a factory returning a profilers.Workload (it returned a "
+                      f"{type(wl).__name__})", spec)
     return wl
 

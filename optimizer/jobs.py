@@ -38,10 +38,13 @@ to the job file; paths naming outputs (``output``, a journal ``storage``) are re
 command runs. Every error names the field path, what is allowed and what was given, e.g.
 ``job.space.prune_amount[1] must be a fraction in [0, 1) (0.0 = no pruning); got 1.5.``
 
+The same checks run for a job built in Python: each config (:class:`Job`, :class:`WhatIf`,
+``SearchSpace``, ``Scenario`` and its plans, ``PriceRow``) checks itself once, and the parser
+only maps the file's sections onto them (:func:`profilers.config.build`; docs/validation.md).
+
 This module is the public face; the parts live in one module each: :mod:`optimizer.job_spec`
 (:class:`Job`, workloads), :mod:`optimizer.job_parse` (the file format), :mod:`optimizer.job_run`
-(running a search job), :mod:`optimizer.whatif` (the what-if) and :mod:`optimizer._job_fields`
-(field checks in the one error format).
+(running a search job) and :mod:`optimizer.whatif` (the what-if).
 """
 
 from __future__ import annotations
@@ -55,9 +58,9 @@ from .job_run import (
     price_rows_used,
     run_search,
 )
-from .job_spec import KINDS, Job
-from .whatif import SERVE_DTYPES, WhatIf, WhatIfResult, run_whatif
+from .job_spec import KINDS, MAX_SEED, Job
+from .whatif import MAX_BATCH_SIZE, WhatIf, WhatIfResult, run_whatif
 
-__all__ = ["KINDS", "SERVE_DTYPES", "Job", "SearchRun", "WhatIf", "WhatIfResult", "analyze_best", "bundled_jobs",
+__all__ = ["KINDS", "MAX_BATCH_SIZE", "MAX_SEED", "Job", "SearchRun", "WhatIf", "WhatIfResult", "analyze_best", "bundled_jobs",
            "default_job_path", "environment", "finished_evaluations", "load_job", "parse_job", "price_rows_used",
            "run_search", "run_whatif"]

@@ -14,17 +14,43 @@ from importlib import resources
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from profilers._config import ConfigError, serializable
-
-from ._job_fields import _choice, _device, _err, _int, _keys, _list, _remap
+from profilers.config import (
+    ConfigError,
+    check_choice,
+    check_fields,
+    check_int,
+    check_list,
+    invalid,
+    resolve_path,
+    serializable,
+)
 
 if TYPE_CHECKING:
     from .job_spec import Job
 
-__all__ = ["SERVE_DTYPES", "WhatIf", "WhatIfResult", "run_whatif"]
+__all__ = ["MAX_BATCH_SIZE", "WhatIf", "WhatIfResult", "run_whatif", "allowed_serve_dtypes", "serve_cost_keys"]
 
 #: dtypes a what-if may serve in (profilers' dtype names; each device supports a subset)
-SERVE_DTYPES = ("fp32", "bf16", "fp16", "fp8", "int8", "int4")
+
+
+def allowed_serve_dtypes() -> tuple[str, ...]:
+    """The dtypes a what-if may serve in: fp32 and every weight dtype a ``Quantize`` mode declares."""
+    from profilers.techniques import Quantize
+
+    return ("fp32", *dict.fromkeys(spec.weight_dtype for spec in Quantize.SPECS))
+
+
+def serve_cost_keys(dtype: str) -> tuple[str, ...]:
+    """The cost model's technique keys of serving a bf16 checkpoint in ``dtype``: the ``Quantize``
+    mode of that weight dtype when it has fewer than 16 bits; none for fp32/bf16/fp16 (the
+    checkpoint is analyzed in bf16, so serving in 16 bits is a cast, not a technique)."""
+    from profilers.techniques import Quantize
+
+    q = Quantize.for_weight_dtype(dtype)
+    return (q.cost_key,) if q is not None and q.bits < 16 else ()
+#: a cheap bound on a serving batch (checked without building the model): no catalog device holds more
+#: sequences of a transformer in one batch than this
+MAX_BATCH_SIZE = 65536
 _DECODER_TYPES = ("gpt2", "llama", "mistral")
 
 
@@ -37,14 +63,19 @@ class WhatIf:
     """An LLM what-if: each model config (no weights) served and trained on each device.
 
     * ``models``: bundled config names (``llama-2-7b``, ``llama-2-70b``, ``gpt2``) or
-      ``config.json`` paths of decoder-only transformers (GPT-2, Llama, Mistral);
-    * ``devices``: catalog GPUs (empty: every GPU in the catalog);
+      ``config.json`` paths of decoder-only transformers (GPT-2, Llama, Mistral); a relative path
+      is read against the job file's folder (:func:`profilers.config.relative_to`) and kept resolved;
+    * ``devices``: catalog GPUs (any case; empty: every GPU in the catalog);
     * serving: one request = one forward pass over ``serve_seq_len`` tokens (prompt processing,
       scoring, embedding; token-by-token decoding with a KV cache is not modelled), at each of
-      ``serve_batch_sizes`` and ``serve_dtypes`` the device supports, one model copy per device;
+      ``serve_batch_sizes`` (at most :data:`MAX_BATCH_SIZE`) and ``serve_dtypes`` the device
+      supports, one model copy per device;
     * training: the scenario's training plan (tokens per run) with ``global_batch`` sequences of
       ``train_seq_len`` tokens per step, laid out by ``profilers.parallel.plan`` over
       ``train_device_counts`` devices (data, tensor and pipeline parallel, ZeRO, recomputation).
+
+    Every rule is checked here, once: built in Python an error reads ``WhatIf.models[0] must ...``,
+    built from a job file ``job.whatif.models[0] must ...``.
     """
 
     models: tuple[str, ...] = ("llama-2-7b", "llama-2-70b")
@@ -58,23 +89,30 @@ class WhatIf:
 
     def __post_init__(self) -> None:
         o = "WhatIf"
-        for f in ("models", "serve_batch_sizes", "serve_dtypes", "train_device_counts"):
-            v = getattr(self, f)
-            if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__") or not tuple(v):
-                raise _err(f"{o}.{f}", "a non-empty list", v)
-            object.__setattr__(self, f, tuple(v))
-        object.__setattr__(self, "devices", tuple(self.devices))
+        object.__setattr__(self, "models", check_list(o, "models", self.models, _model_config))
+        devices = self.devices
+        if isinstance(devices, (list, tuple)) and not devices:
+            devices = ()  # every GPU in the catalog
+        else:
+            devices = check_list(o, "devices", devices, _gpu)
+        object.__setattr__(self, "devices", devices)
         for f in ("serve_seq_len", "train_seq_len", "global_batch"):
-            _int(f"{o}.{f}", getattr(self, f), 1)
-        for i, b in enumerate(self.serve_batch_sizes):
-            _int(f"{o}.serve_batch_sizes[{i}]", b, 1)
-        for i, n in enumerate(self.train_device_counts):
-            _int(f"{o}.train_device_counts[{i}]", n, 1)
+            check_int(o, f, getattr(self, f), 1)
+        object.__setattr__(self, "serve_batch_sizes", check_list(o, "serve_batch_sizes", self.serve_batch_sizes,
+                                                                 _batch_size))
+        object.__setattr__(self, "serve_dtypes", check_list(
+            o, "serve_dtypes", self.serve_dtypes, lambda f, v: (check_choice(o, f, v, allowed_serve_dtypes()), v)[1]))
+
+        def count(f: str, n: Any) -> int:
+            check_int(o, f, n, 1)
             if self.global_batch % n:
-                raise _err(f"{o}.train_device_counts[{i}]", f"a divisor of global_batch ({self.global_batch}), so "
-                           "that every device's share of a step is whole", n)
-        for i, d in enumerate(self.serve_dtypes):
-            _choice(SERVE_DTYPES)(f"{o}.serve_dtypes[{i}]", d)
+                raise invalid(o, f, f"a divisor of global_batch ({self.global_batch}), so that every device's "
+                              "share of a step is whole", n)
+            return n
+
+        object.__setattr__(self, "train_device_counts", check_list(o, "train_device_counts",
+                                                                   self.train_device_counts, count))
+        check_fields(self)
 
     def device_list(self) -> list[str]:
         from profilers import hardware
@@ -84,59 +122,58 @@ class WhatIf:
         return [n for n in hardware.names() if hardware.get(n).kind == "gpu"]
 
 
+def _batch_size(field: str, v: Any) -> int:
+    check_int("WhatIf", field, v, 1)
+    if v > MAX_BATCH_SIZE:
+        raise invalid("WhatIf", field, f"an integer <= {MAX_BATCH_SIZE} (no device holds a larger batch)", v)
+    return v
+
+
+def _gpu(field: str, v: Any) -> str:
+    from profilers import hardware
+
+    names = hardware.names()
+    match = next((n for n in names if isinstance(v, str) and n.lower() == v.lower()), None)
+    if match is None:
+        raise invalid("WhatIf", field, "a catalog device: one of " + ", ".join(repr(n) for n in names)
+                      + " (GPUs only: this host's CPU cannot serve these models)", v)
+    return match
+
+
 def _bundled_configs() -> list[str]:
     d = resources.files("profilers").joinpath("data/hf_configs")
     return sorted(p.name.removesuffix(".json") for p in d.iterdir() if p.name.endswith(".json"))
 
 
-def _model_config(path: str, v: Any, base: Path) -> str:
+def _model_config(field: str, v: Any) -> str:
+    """A bundled config name, or a decoder-only ``config.json`` path (kept resolved)."""
+    o = "WhatIf"
     names = _bundled_configs()
     if not isinstance(v, str) or not v.strip():
-        raise _err(path, "a bundled config name (" + ", ".join(names) + ") or a config.json path", v)
+        raise invalid(o, field, "a bundled config name (" + ", ".join(names) + ") or a config.json path", v)
     if v in names:
         data = json.loads(resources.files("profilers").joinpath(f"data/hf_configs/{v}.json").read_text())
         resolved = v
     else:
-        p = (base / v) if not Path(v).is_absolute() else Path(v)
+        p = resolve_path(v)
         if not p.is_file():
-            raise _err(path, "a bundled config name (" + ", ".join(names) + ") or an existing config.json path", v)
+            raise invalid(o, field, "a bundled config name (" + ", ".join(names) + ") or an existing config.json "
+                          "path", v)
         try:
             data = json.loads(p.read_text())
-        except json.JSONDecodeError as e:
-            raise _err(path, f"a valid config.json ({e})", v) from None
+        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            raise invalid(o, field, f"a valid config.json ({e})", v) from None
         resolved = str(p.resolve())
     mt = data.get("model_type") if isinstance(data, dict) else None
     if mt not in _DECODER_TYPES:
-        raise _err(path, "a decoder-only transformer config (model_type " + ", ".join(repr(t) for t in _DECODER_TYPES)
-                   + f"); {v!r} has model_type {mt!r}", v)
+        raise invalid(o, field, "a decoder-only transformer config (model_type " + ", ".join(
+            repr(t) for t in _DECODER_TYPES) + f"); {v!r} has model_type {mt!r}", v)
     return resolved
 
-
-def _parse_whatif(path: str, t: Any, base: Path) -> WhatIf:
-    allowed = [f.name for f in dataclasses.fields(WhatIf)]
-    t = _keys(path, t, allowed)
-    kw: dict[str, Any] = {}
-    if "models" in t:
-        kw["models"] = _list(f"{path}.models", t["models"], lambda p, v: _model_config(p, v, base))
-    if "devices" in t and t["devices"] != []:  # [] (or leaving it out): every GPU in the catalog
-        kw["devices"] = _list(f"{path}.devices", t["devices"], _device(host=False))
-    for f in ("serve_seq_len", "train_seq_len", "global_batch"):
-        if f in t:
-            kw[f] = _int(f"{path}.{f}", t[f], 1)
-    for f in ("serve_batch_sizes", "train_device_counts"):
-        if f in t:
-            kw[f] = _list(f"{path}.{f}", t[f], lambda p, v: _int(p, v, 1))
-    if "serve_dtypes" in t:
-        kw["serve_dtypes"] = _list(f"{path}.serve_dtypes", t["serve_dtypes"], _choice(SERVE_DTYPES))
-    try:
-        return WhatIf(**kw)
-    except ConfigError as e:
-        raise _remap(e, "WhatIf", path) from None
 
 # ----------------------------------------------------------------------------------------------
 # running a what-if job: LLM configs across the GPU catalog, served and trained
 # ----------------------------------------------------------------------------------------------
-_DTYPE_TECHNIQUE = {"fp8": "quantize_fp8", "int8": "quantize_int8", "int4": "quantize_int4"}
 
 
 @serializable("whatif_result")
@@ -153,7 +190,7 @@ class WhatIfResult:
     notes: tuple[str, ...] = ()
 
     def to_json(self, **kw: Any) -> str:
-        from profilers._config import dumps
+        from profilers.config import dumps
 
         return dumps(self, **kw)
 
@@ -207,7 +244,7 @@ def run_whatif(job: Job, *, log: Any = None) -> WhatIfResult:
 
     log = log or (lambda m: None)
     if job.kind != "whatif":
-        raise _err("job.kind", "'whatif' to run a what-if", job.kind)
+        raise invalid("run_whatif", "job.kind", "'whatif' to run a what-if", job.kind)
     t0 = time.perf_counter()
     w, sc, book = job.whatif, job.scenario, job.prices()
     own = sc.ownership
@@ -229,7 +266,7 @@ def run_whatif(job: Job, *, log: Any = None) -> WhatIfResult:
                                         "message": f"{d} has no {dt} peak ({', '.join(spec.peak_tflops)})"})
                         continue
                     pr = project(prof, spec, dt)
-                    techs = (_DTYPE_TECHNIQUE[dt],) if dt in _DTYPE_TECHNIQUE else ()
+                    techs = serve_cost_keys(dt)
                     br = CostModel(serve_sc.replace(techniques=techs), book).estimate(pr, model_name=label)
                     serving.append({**row, "latency_s": pr.latency_s, "peak_memory_gb": pr.peak_memory_bytes / 1e9,
                                     "fits_memory": pr.fits_memory, "replicas": br.replicas,

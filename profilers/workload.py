@@ -6,12 +6,29 @@ A workload is what sigmastar profiles, compresses and prices. Built-in workloads
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ._config import invalid
+from .config import invalid
 
-__all__ = ["Workload"]
+__all__ = ["Workload", "check_quality_target"]
+
+
+def check_quality_target(owner: str, field: str, target: float, quality_range: Any, metric: str = "",
+                         workload: str = "") -> None:
+    """Reject a quality target outside what the workload's metric can reach (``quality_range``;
+    None: unknown, anything goes), in the one error format, e.g. ``job.constraints.min_quality must
+    be a number in [0, 1] (accuracy of digits; a percentage like 95 is not an accuracy); got 95.``"""
+    if quality_range is None:
+        return
+    lo, hi = quality_range
+    if not lo <= target <= hi:
+        note = f"{metric or 'quality'} of {workload}" if workload else (metric or "quality")
+        if hi <= 1:
+            noun = metric or "quality"
+            note += f"; a percentage like 95 is not {'an' if noun[:1].lower() in 'aeiou' else 'a'} {noun}"
+        raise invalid(owner, field, f"a number in [{lo:g}, {hi:g}] ({note})", target)
 
 
 @dataclass(frozen=True)
@@ -30,6 +47,8 @@ class Workload:
     * ``scaled_model(width) -> nn.Module``: a freshly initialised copy of the architecture with
       every hidden width multiplied by ``width`` (a distillation student); optional.
     * ``train_samples``: how many distinct training samples ``train_batch`` draws from.
+    * ``quality_range``: ``(low, high)``, the values ``evaluate`` can return (accuracy: ``(0, 1)``),
+      or None when unknown; a quality target outside it is an error before anything runs.
     """
 
     name: str
@@ -45,6 +64,7 @@ class Workload:
     train_batch: Callable[[int, Any], tuple[Any, Any]] | None = None
     scaled_model: Callable[[float], Any] | None = None
     train_samples: int | None = None
+    quality_range: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not self.name:
@@ -58,6 +78,18 @@ class Workload:
                 raise invalid("Workload", f, "a callable or None", v)
         if not isinstance(self.batch_size, int) or self.batch_size < 1:
             raise invalid("Workload", "batch_size", "an integer >= 1", self.batch_size)
+        qr = self.quality_range
+        if qr is not None:
+            ok = (isinstance(qr, (tuple, list)) and len(qr) == 2
+                  and all(isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x) for x in qr)
+                  and qr[0] < qr[1])
+            if not ok:
+                raise invalid("Workload", "quality_range", "None or (low, high): two finite numbers, low < high", qr)
+            object.__setattr__(self, "quality_range", (float(qr[0]), float(qr[1])))
+
+    def check_target(self, owner: str, field: str, target: float) -> None:
+        """:func:`check_quality_target` with this workload's range, metric and name."""
+        check_quality_target(owner, field, target, self.quality_range, self.quality_metric, self.name)
 
     def build(self) -> Any:
         """A fresh model from the factory (factories may cache trained weights)."""

@@ -1,4 +1,4 @@
-"""profilers._config: the one error format, the validation helpers, and the JSON round trip with
+"""profilers.config: the one error format, the validation helpers, and the JSON round trip with
 a type tag and a version (DESIGN.md, "Conventions")."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from profilers._config import (
+from profilers.config import (
     ConfigError,
     SigmastarError,
     check_choice,
@@ -262,3 +262,170 @@ def test_a_plain_string_field_keeps_the_text_inf():
     # only float-typed fields turn "inf" back into a number
     back = loads(dumps(Point(1.0, 2.0, label="inf")))
     assert back.label == "inf"
+
+
+# ---- one validation layer: paths, build -------------------------------------------------------
+
+import dataclasses  # noqa: E402
+import datetime  # noqa: E402
+from collections.abc import Mapping  # noqa: E402
+from pathlib import Path  # noqa: E402
+
+from profilers.config import (  # noqa: E402
+    MISSING,
+    at,
+    build,
+    check_fields,
+    check_int,
+    check_list,
+    check_table,
+    described,
+    relative_to,
+    resolve_path,
+    where,
+)
+
+
+@serializable("test_config.inner")
+@dataclass(frozen=True)
+class Inner:
+    provider: str | None = None
+    rate: float = 1.0
+    levels: tuple[float, ...] = (0.0,)
+
+    def __post_init__(self) -> None:
+        check_positive("Inner", "rate", self.rate)
+
+        def level(f: str, v: object) -> object:
+            if not isinstance(v, (int, float)) or not 0 <= v < 1:
+                raise invalid("Inner", f, "a fraction in [0, 1)", v)
+            return v
+
+        check_list("Inner", "levels", self.levels, level)
+
+
+@serializable("test_config.outer")
+@dataclass(frozen=True)
+class Outer:
+    name: str
+    inner: Inner = Inner()
+    trials: int | None = dataclasses.field(default=None, metadata={"path": "search.trials"})
+    when: str = ""
+    table: Mapping[str, float] = dataclasses.field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if self.trials is not None:
+            check_int("Outer", "trials", self.trials, 1)
+        if self.inner.rate > 5:  # a check of the whole naming a part's field
+            raise invalid("Inner", "rate", "at most 5 inside an Outer", self.inner.rate)
+
+
+
+def test_outside_a_build_errors_read_owner_dot_field():
+    assert where("Inner", "levels[2]") == "Inner.levels[2]"
+    with pytest.raises(ConfigError) as info:
+        Inner(levels=(0.0, 0.5, 1.5))
+    assert str(info.value) == "Inner.levels[2] must be a fraction in [0, 1); got 1.5."
+
+
+def test_inside_a_build_the_same_check_reads_the_file_path():
+    with pytest.raises(ConfigError) as info:
+        build(Inner, {"levels": [0.0, 0.5, 1.5]}, "job.inner")
+    assert str(info.value) == "job.inner.levels[2] must be a fraction in [0, 1); got 1.5."
+    # nested configs are built at path.field, and a field may live elsewhere (metadata or fields=)
+    with pytest.raises(ConfigError) as info:
+        build(Outer, {"name": "x", "inner": {"rate": -1}}, "job")
+    assert str(info.value) == "job.inner.rate must be a finite number > 0; got -1."
+    with pytest.raises(ConfigError) as info:
+        build(Outer, {"name": "x", "trials": 0}, "job")
+    assert str(info.value) == "job.search.trials must be an integer >= 1; got 0."
+    with pytest.raises(ConfigError) as info:
+        build(Outer, {"name": "x", "trials": 0}, "job", fields={"trials": "budget.n"})
+    assert str(info.value) == "job.budget.n must be an integer >= 1; got 0."
+    # the whole's check of a part reads at the part's path
+    with pytest.raises(ConfigError) as info:
+        build(Outer, {"name": "x", "inner": {"rate": 6}}, "job")
+    assert str(info.value) == "job.inner.rate must be at most 5 inside an Outer; got 6."
+
+
+def test_only_the_owner_being_built_is_repathed():
+    with at("Inner", "job.inner"):
+        assert str(invalid("Inner", "rate", "x", 1)) == "job.inner.rate must be x; got 1."
+        assert str(invalid("hardware", "name", "x", 1)) == "hardware.name must be x; got 1."
+        assert str(invalid("Inner[row 3]", "rate", "x", 1)) == "job.inner.rate must be x; got 1."
+        with at("Other", "job.other", fields={"rows": ""}):
+            assert where("Other", "rows") == "job.other"
+            assert where("Inner", "rate") == "job.inner.rate"  # outer blocks still apply
+    assert where("Inner", "rate") == "Inner.rate"
+
+
+def test_build_checks_keys_presence_and_types():
+    with pytest.raises(ConfigError) as info:
+        build(Outer, {"name": "x", "inner": {"rates": 1}}, "job")
+    assert str(info.value) == ("job.inner must be a table with keys among provider, rate, levels; got unknown key "
+                               "'rates' (did you mean 'rate'?).")
+    with pytest.raises(ConfigError) as info:
+        build(Outer, {}, "job")
+    assert str(info.value) == "job.name must be present; got nothing."
+    with pytest.raises(ConfigError) as info:
+        build(Outer, {"name": "x"}, "job", required={"trials": "a number of trials"})
+    assert str(info.value) == "job.search.trials must be a number of trials; got nothing."
+    with pytest.raises(ConfigError) as info:
+        build(Outer, {"name": "x", "inner": {"provider": {"a": 1}}}, "job")
+    assert str(info.value) == "job.inner.provider must be a string; got a table."
+    with pytest.raises(ConfigError) as info:
+        build(Outer, {"name": "x", "inner": 5}, "job")
+    assert str(info.value) == "job.inner must be a table; got 5."
+    with pytest.raises(ConfigError) as info:
+        build(Outer, {"name": "x", "table": {"a": "b"}}, "job")
+    assert str(info.value) == "job.table['a'] must be a number; got 'b'."
+    with pytest.raises(ConfigError) as info:
+        build(Outer, [], "job")
+    assert str(info.value) == "job must be a table; got []."
+
+
+def test_build_turns_toml_dates_into_iso_strings_and_defaults_its_path_to_the_class():
+    o = build(Outer, {"name": "x", "when": datetime.date(2026, 10, 1), "inner": {"levels": [0.25]}})
+    assert o.when == "2026-10-01" and o.inner == Inner(levels=[0.25]) and isinstance(o.inner, Inner)
+    with pytest.raises(ConfigError) as info:
+        build(Inner, {"rate": 0})
+    assert str(info.value) == "Inner.rate must be a finite number > 0; got 0."
+
+
+def test_check_fields_reads_the_type_hints():
+    check_fields(Inner(provider="aws"))
+    with pytest.raises(ConfigError) as info:
+        check_fields(Inner(provider=3))
+    assert str(info.value) == "Inner.provider must be a string; got 3."
+
+
+def test_small_checks():
+    assert check_int("O", "n", 3, 1) == 3
+    with pytest.raises(ConfigError, match=r"^O\.n must be an integer in \[0, 9\]; got True\.$"):
+        check_int("O", "n", True, 0, 9)
+    assert check_list("O", "xs", [1, 2]) == (1, 2)
+    with pytest.raises(ConfigError, match=r"^O\.xs\[2\] must be a value not listed before \(no duplicates\); got 1\.$"):
+        check_list("O", "xs", [1, 2, 1])
+    with pytest.raises(ConfigError, match=r"^O\.xs must be a non-empty list; got a table\.$"):
+        check_list("O", "xs", {"a": 1})
+    with pytest.raises(ConfigError, match=r"^O\.xs must be a non-empty list; got 0\.5\.$"):
+        check_list("O", "xs", 0.5)
+    assert repr(MISSING) == "nothing" and repr(described({})) == "a table"
+    assert repr(described(datetime.date(2026, 1, 2))) == "date 2026-01-02"
+    assert check_table("t", {"a": 1}, ("a", "b")) == {"a": 1}
+    with pytest.raises(ConfigError, match=r"^t must be a table; got 5\.$"):
+        check_table("t", 5, ("a",))
+
+
+def test_relative_paths_resolve_against_the_job_folder(tmp_path):
+    assert resolve_path("x.json") == Path("x.json")
+    with relative_to(tmp_path):
+        assert resolve_path("x.json") == tmp_path / "x.json"
+        assert resolve_path("/abs/x.json") == Path("/abs/x.json")
+
+
+def test_a_value_too_deep_to_repr_still_gives_a_message():
+    v: list = []
+    for _ in range(100_000):
+        v = [v]
+    assert str(invalid("O", "f", "x", v)) == "O.f must be x; got a value nested too deeply to show."

@@ -1,13 +1,18 @@
-"""Built-in workloads, runnable offline: ``get("digits")`` (sklearn's bundled digits, a small CNN)."""
+"""Built-in workloads, runnable offline: ``get("digits")`` (sklearn's bundled digits, a small CNN).
+
+Each declares the range its quality metric can take (:func:`quality_range`), readable without
+building the workload or its model, so a job's ``min_quality`` is checked before anything trains.
+"""
 
 from __future__ import annotations
 
-from typing import Callable
+import dataclasses
+from typing import Callable, NamedTuple
 
-from .._config import invalid
+from ..config import invalid
 from ..workload import Workload
 
-__all__ = ["get", "names"]
+__all__ = ["get", "names", "quality_metric", "quality_range"]
 
 
 def _digits() -> Workload:
@@ -22,14 +27,43 @@ def _minilm() -> Workload:
     return workload()
 
 
-_BUILTIN: dict[str, Callable[[], Workload]] = {"digits": _digits, "minilm": _minilm}
+class _Entry(NamedTuple):
+    factory: Callable[[], Workload]
+    quality_range: tuple[float, float]  # what the metric can take
+    metric: str  # a short name of the metric, for messages
+
+
+_BUILTIN: dict[str, _Entry] = {
+    # top-1 accuracy on the held-out digits: a fraction
+    "digits": _Entry(_digits, (0.0, 1.0), "accuracy"),
+    # mean cosine similarity of embeddings: in [-1, 1]
+    "minilm": _Entry(_minilm, (-1.0, 1.0), "cosine fidelity"),
+}
 
 
 def names() -> list[str]:
     return sorted(_BUILTIN)
 
 
-def get(name: str) -> Workload:
+def _entry(name: str) -> _Entry:
     if name not in _BUILTIN:
         raise invalid("workloads", "name", "one of " + ", ".join(repr(n) for n in names()), name)
-    return _BUILTIN[name]()
+    return _BUILTIN[name]
+
+
+def get(name: str) -> Workload:
+    e = _entry(name)
+    wl = e.factory()
+    if wl.quality_range is None:
+        wl = dataclasses.replace(wl, quality_range=e.quality_range)
+    return wl
+
+
+def quality_range(name: str) -> tuple[float, float]:
+    """The range the built-in workload's quality metric can take (no model is built)."""
+    return _entry(name).quality_range
+
+
+def quality_metric(name: str) -> str:
+    """A short name of the built-in workload's quality metric ("accuracy", ...), for messages."""
+    return _entry(name).metric

@@ -5,7 +5,7 @@ import pytest
 
 from cost_models import PriceBook, PriceRow
 from profilers import hardware
-from profilers._config import ConfigError, dumps, loads
+from profilers.config import ConfigError, dumps, loads
 
 
 def test_every_catalog_device_has_a_dated_sourced_on_demand_price():
@@ -109,7 +109,7 @@ def test_user_json_replaces_same_key_and_rejects_bad_rows(tmp_path):
     nosrc = tmp_path / "nosrc.toml"
     nosrc.write_text('[[price]]\nkind = "storage"\nitem = "object"\nusd_per_unit = 1\ndate = "2026-01-01"\n')
     with pytest.raises(ConfigError, match=re.escape(
-            "price[0].source must be present (every price is dated and sourced); got None.")):
+            "price[0].source must be present (every price is dated and sourced); got nothing.")):
         PriceBook.load(nosrc)
     with pytest.raises(ConfigError, match="PriceBook.load.path must be an existing"):
         PriceBook.load(tmp_path / "nope.toml")

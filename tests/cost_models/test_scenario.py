@@ -5,7 +5,7 @@ import pytest
 from cost_models import (CostModel, DataPlan, Ownership, PeoplePlan, Scenario, ServingPlan, TrainingPlan,
                          technique_defaults)
 from cost_models.scenario import assumption
-from profilers._config import ConfigError, dumps, loads
+from profilers.config import ConfigError, dumps, loads
 
 
 def test_slo_with_zero_traffic_is_an_error():
@@ -18,6 +18,9 @@ def test_slo_with_zero_traffic_is_an_error():
     (dict(avg_requests_per_s=-1), "ServingPlan.avg_requests_per_s must be a finite number >= 0; got -1."),
     (dict(avg_requests_per_s=10, peak_requests_per_s=5), "ServingPlan.peak_requests_per_s must be >= avg_requests_per_s (10); got 5."),
     (dict(horizon_months=0), "ServingPlan.horizon_months must be a finite number > 0; got 0."),
+    # a sane maximum: 100 years (1e300 months used to price to inf or nonsense)
+    (dict(horizon_months=1e300), "ServingPlan.horizon_months must be a number of months in (0, 1200] (100 years); "
+                                 "got 1e+300."),
 ])
 def test_serving_validation(kwargs, msg):
     with pytest.raises(ConfigError, match=re.escape(msg)):
@@ -97,3 +100,20 @@ def test_scenario_and_cost_model_round_trip_json():
 def test_replace_plan_fields():
     sc = Scenario().replace(serving__horizon_months=3, ownership__mode="own", name="x")
     assert sc.serving.horizon_months == 3 and sc.ownership.owns and sc.name == "x"
+
+
+def test_the_longest_horizon_is_100_years():
+    assert ServingPlan(horizon_months=1200).horizon_hours == 1200 * 730
+
+
+def test_scenario_from_a_table_reports_each_plan_at_its_path():
+    from profilers.config import build
+
+    with pytest.raises(ConfigError) as info:
+        build(Scenario, {"ownership": {"provider": {"name": "aws"}}}, "scenario")
+    assert str(info.value) == "scenario.ownership.provider must be a string; got a table."
+    with pytest.raises(ConfigError) as info:
+        build(Scenario, {"people": {"hours": {"pruning": 16}}}, "scenario")
+    assert str(info.value).startswith("scenario.people.hours['pruning'] must be keyed by 'base' or a technique name")
+    sc = build(Scenario, {"serving": {"avg_requests_per_s": 5}, "people": {"hours": {"prune": 16}}}, "scenario")
+    assert sc == Scenario(serving=ServingPlan(avg_requests_per_s=5), people=PeoplePlan(hours={"prune": 16}))

@@ -12,9 +12,10 @@ import pytest
 
 from cost_models import Scenario, technique_defaults
 from optimizer import SearchSpace
+from optimizer.methods import method_names
 from optimizer.jobs import Job, WhatIf, bundled_jobs, default_job_path, load_job, parse_job
 from profilers import hardware, workloads
-from profilers._config import ConfigError, loads
+from profilers.config import ConfigError, loads
 
 ROOT = Path(__file__).resolve().parents[2]
 GPUS = ", ".join(repr(n) for n in hardware.names())
@@ -23,6 +24,7 @@ WORKLOADS = ", ".join(repr(n) for n in workloads.names())
 WORKLOAD_ALLOWED = (f"a built-in workload ({WORKLOADS}), 'package.module:function' or 'file.py:function'")
 TOP_KEYS = "name, kind, description, workload, output, space, scenario, prices, constraints, search, whatif"
 TECHNIQUES = ", ".join(repr(n) for n in sorted(technique_defaults()))  # cost_models/data/techniques.toml
+METHODS = ", ".join(repr(n) for n in method_names())  # the one registry (optimizer/methods.py)
 
 BASE = {
     "name": "t",
@@ -88,7 +90,8 @@ def test_budgets_and_multi_fidelity_reach_the_search():
                               "search.pruner", "median"), "search.budget_usd", 2.5))
     kw = job.search_kwargs()
     assert kw["fidelities"] == (0.25, 0.5) and kw["pruner"] == "median" and kw["budget_usd"] == 2.5
-    assert kw["skip_dearer"] is True and kw["prune_margin"] == 0.05 and kw["usd_per_hour"] is None
+    # options the job leaves unset are None: the method's own defaults apply (optimizer.methods)
+    assert kw["skip_dearer"] is None and kw["prune_margin"] is None and kw["usd_per_hour"] is None
     assert loads(job.to_json()) == job
     # time and evaluation budgets apply to every method
     lazy = parse_job(edit(edit(BASE, "search.timeout_s", 60), "search.max_evaluations", 4)).search_kwargs()
@@ -234,14 +237,14 @@ CASES = [
      "job.constraints must be a table with keys among min_quality; got unknown key 'max_cost_usd'."),
     # the method and budget
     (edit(BASE, "search.method", "grid"),
-     "job.search.method must be one of 'lazy', 'exhaustive', 'tpe', 'random', 'nsga2'; got 'grid'."),
+     f"job.search.method must be one of {METHODS}; got 'grid'."),
     (edit(BASE, "search.trials", 5),
      "job.search must be a table with keys among method, n_trials, timeout_s, max_evaluations, budget_usd, "
-     "usd_per_hour, fidelities, pruner, prune_margin, skip_dearer, seed, profile_time_cap_s, storage; got unknown "
-     "key 'trials' (did you mean 'n_trials'?)."),
+     "usd_per_hour, fidelities, pruner, prune_margin, skip_dearer, seed, profile_time_cap_s, storage, layer_choices, "
+     "max_bytes, pool; got unknown key 'trials' (did you mean 'n_trials'?)."),
     (edit(BASE, "search.n_trials", 5),
      "job.search.n_trials must be absent with method 'lazy' (a trial budget is for 'tpe', 'random' and 'nsga2'; "
-     "cap 'lazy' with max_evaluations); got 5."),
+     "cap other methods with max_evaluations); got 5."),
     (edit(edit(BASE, "search.method", "tpe"), "search.n_trials", 0), "job.search.n_trials must be an integer >= 1; "
                                                                      "got 0."),
     (edit(edit(BASE, "search.method", "random"), "search.timeout_s", -1),
@@ -266,7 +269,8 @@ CASES = [
      "for 'tpe' and 'random'); got False."),
     (edit(edit(BASE, "search.method", "tpe"), "search.skip_dearer", "yes"),
      "job.search.skip_dearer must be true or false; got 'yes'."),
-    (edit(BASE, "search.seed", -1), "job.search.seed must be an integer >= 0; got -1."),
+    (edit(BASE, "search.seed", -1), "job.search.seed must be an integer in [0, 2**32 - 1]; got -1."),
+    (edit(BASE, "search.seed", 2**32), "job.search.seed must be an integer in [0, 2**32 - 1]; got 4294967296."),
     (edit(BASE, "search.profile_time_cap_s", 0), "job.search.profile_time_cap_s must be a number > 0; got 0."),
     (edit(BASE, "search.storage", "sqlite:///x.db"),
      "job.search.storage must be absent with method 'lazy' (Optuna storage is for 'tpe', 'random' and 'nsga2'; "
@@ -363,7 +367,7 @@ CASES = [
      f"job.whatif.devices[0] must be a catalog device: one of {GPUS} (GPUs only: this host's CPU cannot serve "
      "these models); got 'host'."),
     (edit(WHATIF, "whatif.serve_dtypes", ["bf16", "fp4"]),
-     "job.whatif.serve_dtypes[1] must be one of 'fp32', 'bf16', 'fp16', 'fp8', 'int8', 'int4'; got 'fp4'."),
+     "job.whatif.serve_dtypes[1] must be one of 'fp32', 'bf16', 'fp16', 'int8', 'fp8', 'int4'; got 'fp4'."),
     (edit(WHATIF, "whatif.serve_seq_len", 0), "job.whatif.serve_seq_len must be an integer >= 1; got 0."),
     (edit(WHATIF, "whatif.serve_batch_sizes", [1, -8]),
      "job.whatif.serve_batch_sizes[1] must be an integer >= 1; got -8."),
@@ -401,7 +405,7 @@ def test_errors_inside_a_price_file_name_the_file_and_row(tmp_path):
     (tmp_path / "p.toml").write_text('[[price]]\nkind = "gpu_hour"\nitem = "T4"\nusd_per_unit = 0.25\n'
                                      'date = "2026-01-01"\n')
     assert message(edit(BASE, "prices.file", "p.toml"), tmp_path / "job.toml") == (
-        f"{tmp_path / 'p.toml'}: price[0].source must be present (every price is dated and sourced); got None.")
+        f"{tmp_path / 'p.toml'}: price[0].source must be present (every price is dated and sourced); got nothing.")
 
 
 def test_a_model_config_path_in_a_whatif(tmp_path):
@@ -432,7 +436,101 @@ def test_job_constructed_in_python_is_validated():
     assert str(info.value) == "Job.space must be an optimizer.SearchSpace; got 'NoneType'."
     with pytest.raises(ConfigError) as info:
         Job(name="x", space=SearchSpace(devices=("T4",)), min_quality=None)
-    assert str(info.value) == "Job.min_quality must be a number (the quality target); got None."
+    assert str(info.value) == "Job.min_quality must be a finite number (the quality target); got None."
     with pytest.raises(ConfigError) as info:
         WhatIf(serve_dtypes=("bf16", "fp4"))
-    assert str(info.value) == "WhatIf.serve_dtypes[1] must be one of 'fp32', 'bf16', 'fp16', 'fp8', 'int8', 'int4'; got 'fp4'."
+    assert str(info.value) == "WhatIf.serve_dtypes[1] must be one of 'fp32', 'bf16', 'fp16', 'int8', 'fp8', 'int4'; got 'fp4'."
+
+
+# ---- what used to slip through: each gets a clean error in the one format ------------------------
+
+MORE = [
+    (edit(BASE, "constraints.min_quality", 95),
+     "job.constraints.min_quality must be a number in [0, 1] (accuracy of digits; a percentage like 95 is not an "
+     "accuracy); got 95."),
+    (edit(edit(BASE, "workload", "minilm"), "constraints.min_quality", 1.5),
+     "job.constraints.min_quality must be a number in [-1, 1] (cosine fidelity of minilm; a percentage like 95 is "
+     "not a cosine fidelity); got 1.5."),
+    (edit(BASE, "scenario.serving.horizon_months", 1e300),
+     "job.scenario.serving.horizon_months must be a number of months in (0, 1200] (100 years); got 1e+300."),
+    (edit(edit(BASE, "search.method", "tpe"), "search.storage", "mongodb://db/study"),
+     "job.search.storage must be a journal file path or a database URL of a dialect SQLAlchemy can load (sqlite, "
+     "postgresql, mysql, mssql, oracle, e.g. 'sqlite:///study.db', 'postgresql://user@host/db') (NoSuchModuleError: "
+     "Can't load plugin: sqlalchemy.dialects:mongodb); got 'mongodb://db/study'."),
+    (edit(WHATIF, "whatif.serve_batch_sizes", [1, 100_000]),
+     "job.whatif.serve_batch_sizes[1] must be an integer <= 65536 (no device holds a larger batch); got 100000."),
+    (edit(BASE, "scenario.ownership.provider", {"name": "aws"}),
+     "job.scenario.ownership.provider must be a string; got a table."),
+    (edit(BASE, "prices.price", [{**ROW, "provider": 5}]), "job.prices.price[0].provider must be a string; got 5."),
+    (edit(BASE, "space", 5), "job.space must be a table; got 5."),
+]
+
+
+@pytest.mark.parametrize("data, expected", MORE, ids=[c[1].split(" must ")[0] + f"#{i}" for i, c in enumerate(MORE)])
+def test_error_message_of_what_used_to_slip_through(data, expected):
+    assert message(data) == expected
+
+
+def test_a_storage_url_of_a_loadable_dialect_or_a_journal_path_is_accepted():
+    for url in ("sqlite:///study.db", "postgresql://user@127.0.0.1/optuna", "study.journal"):
+        assert parse_job(edit(edit(BASE, "search.method", "tpe"), "search.storage", url)).storage == url
+
+
+def test_a_job_file_that_is_not_utf8(tmp_path):
+    bad = tmp_path / "latin1.toml"
+    bad.write_bytes('name = "caf\u00e9"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError) as info:
+        load_job(bad)
+    assert str(info.value).startswith(f"job.path must be a UTF-8 TOML file; got {str(bad)!r} ('utf-8' codec can't "
+                                      "decode byte 0xe9")
+
+
+def test_deeply_nested_toml_is_a_clean_error(tmp_path):
+    deep = tmp_path / "deep.toml"
+    deep.write_text("x = " + "[" * 5000 + "]" * 5000 + "\n")
+    with pytest.raises(ConfigError) as info:
+        load_job(deep)
+    assert str(info.value) == (f"job.path must be a TOML file with tables and arrays nested at most 32 levels deep; "
+                               f"got {str(deep)!r} (nested too deep to read).")
+    nested: object = 0.5
+    for _ in range(200):
+        nested = [nested]
+    assert message(edit(BASE, "space.prune_amount", nested)) == (
+        "job must be a table with tables and arrays nested at most 32 levels deep; got one nested deeper.")
+
+
+def test_one_rule_for_python_and_files_only_the_path_differs():
+    # the same SearchSpace check, built in Python and from a job file
+    with pytest.raises(ConfigError) as info:
+        SearchSpace(prune_amount=(0.0, 1.5))
+    assert str(info.value) == "SearchSpace.prune_amount[1] must be a fraction in [0, 1) (0.0 = no pruning); got 1.5."
+    assert message(edit(BASE, "space.prune_amount", [0.0, 1.5])) == (
+        "job.space.prune_amount[1] must be a fraction in [0, 1) (0.0 = no pruning); got 1.5.")
+    # Job's own fields: in Python by name, in a file where they live
+    space = SearchSpace(devices=("T4",))
+    with pytest.raises(ConfigError) as info:
+        Job(name="x", space=space, min_quality=0.9, seed=2**32)
+    assert str(info.value) == "Job.seed must be an integer in [0, 2**32 - 1]; got 4294967296."
+    with pytest.raises(ConfigError) as info:
+        Job(name="x", space=space, min_quality=95)
+    assert str(info.value) == ("Job.min_quality must be a number in [0, 1] (accuracy of digits; a percentage like 95 "
+                               "is not an accuracy); got 95.")
+    with pytest.raises(ConfigError) as info:
+        Job(name="x", space=space, min_quality=0.9, n_trials=5)
+    assert str(info.value).startswith("Job.n_trials must be absent with method 'lazy' (")
+    with pytest.raises(ConfigError) as info:
+        Job(name="x", space=space, min_quality=0.9, description=3)
+    assert str(info.value) == "Job.description must be a string; got 3."
+    with pytest.raises(ConfigError) as info:
+        WhatIf(models=("llama-2-7b",), devices=("T4", "Z100"))
+    assert str(info.value).startswith("WhatIf.devices[1] must be a catalog device: one of ")
+
+
+def test_a_factory_workload_declaring_a_quality_range_checks_the_target(tmp_path):
+    (tmp_path / "wl.py").write_text("import dataclasses\nfrom profilers import workloads\n\ndef make():\n"
+                                    "    return dataclasses.replace(workloads.get('digits'),\n"
+                                    "                               quality_range=(0.0, 0.5))\n")
+    job = parse_job(edit(BASE, "workload", "wl.py:make"), source=tmp_path / "job.toml")
+    with pytest.raises(ConfigError) as info:
+        job.build_workload()
+    assert str(info.value).startswith("job.constraints.min_quality must be a number in [0, 0.5] (")

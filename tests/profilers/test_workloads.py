@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -110,6 +112,24 @@ def test_workload_batch_size(bs):
     with pytest.raises(ConfigError) as info:
         _wl(batch_size=bs)
     assert str(info.value) == f"Workload.batch_size must be an integer >= 1; got {bs!r}."
+
+
+@pytest.mark.parametrize("qr", [(1, 0), (0, math.inf), (0,), "01", (True, 2)])
+def test_workload_quality_range(qr):
+    assert _wl(quality_range=(0, 1)).quality_range == (0.0, 1.0)
+    with pytest.raises(ConfigError) as info:
+        _wl(quality_range=qr)
+    assert str(info.value) == (f"Workload.quality_range must be None or (low, high): two finite numbers, low < high; "
+                               f"got {qr!r}.")
+
+
+def test_builtin_workloads_declare_their_quality_range_without_building():
+    # read without importing torch-heavy modules: the registry declares them
+    assert workloads.quality_range("digits") == (0.0, 1.0) and workloads.quality_metric("digits") == "accuracy"
+    assert workloads.quality_range("minilm") == (-1.0, 1.0)  # mean cosine similarity
+    assert workloads.get("digits").quality_range == (0.0, 1.0)  # the built workload carries it
+    with pytest.raises(ConfigError):
+        workloads.quality_range("mnist")
 
 
 def test_workload_build_calls_the_factory():
