@@ -19,60 +19,35 @@ the rest again. A what-if run writes ``whatif.json`` instead of ``results.json``
 from __future__ import annotations
 
 import datetime as _dt
-import html
 import json
 import math
 from pathlib import Path
 from typing import Any
 
-from profilers._config import ConfigError, from_json_dict, to_json_dict
+from cost_models.render import COMPONENT_TITLES, line_items_table, sensitivity_table
+from profilers.config import ConfigError, from_json_dict, to_json_dict
+from profilers.render import fmt_num, html_table, markdown_table, to_number, usd
 
 __all__ = ["RUN_SCHEMA", "RUN_VERSION", "write_search_report", "write_whatif_report", "save_run", "load_run",
            "rerender", "search_markdown", "whatif_markdown", "whatif_html"]
 
 RUN_SCHEMA = "sigmastar.run"
 RUN_VERSION = 1
-_COMP = {"hardware": "C_hardware", "train_deploy": "C_train&deploy", "data": "C_data", "human": "C_human"}
 
 
 # ----------------------------------------------------------------------------------------------
 # small formatting helpers
 # ----------------------------------------------------------------------------------------------
-def _f(x: Any) -> float:
-    try:
-        return float(x)
-    except (TypeError, ValueError):
-        return math.nan
-
-
-def _usd(x: Any) -> str:
-    x = _f(x)
-    if math.isnan(x):
-        return "-"
-    if math.isinf(x):
-        return "inf" if x > 0 else "-inf"
-    sign, x = ("-" if x < 0 else ""), abs(x)
-    return sign + (f"${x:,.2f}" if x >= 1 or x == 0 else f"${x:.4g}")
-
-
-def _q(x: Any) -> str:
-    return "-" if x is None else f"{_f(x):.4f}"
-
-
-def _md_cell(x: Any) -> str:
-    return str(x).replace("|", "\\|").replace("\n", " ")
-
-
-def _table(header: list[str], rows: list[list[Any]], align: str | None = None) -> str:
-    align = align or "l" * len(header)
-    sep = ["---:" if a == "r" else "---" for a in align]
-    out = ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |"]
-    out += ["| " + " | ".join(_md_cell(c) for c in r) + " |" for r in rows]
-    return "\n".join(out)
-
-
 def _horizon(job: Any) -> str:
     return f"{job.scenario.serving.horizon_months:g} months"
+
+
+def _prices_table(prices: list[Any], overrides: set = frozenset()) -> str:
+    """The price rows a run read, as Markdown (a job's own rows marked)."""
+    return markdown_table(["kind", "item", "tier", "provider", "USD per unit", "unit", "date", "source"],
+                          [[r.kind, r.item, r.tier or "-", r.provider or "-", fmt_num(r.usd_per_unit), r.unit, r.date,
+                            ("**job override**: " if r.key in overrides else "") + r.source] for r in prices],
+                          "llllrlll")
 
 
 def _save_fig(ax: Any, path: Path) -> Path:
@@ -116,10 +91,9 @@ def save_run(run: Any, path: str | Path) -> Path:
     from cost_models import technique_defaults
 
     from .jobs import price_rows_used
-    from .space import technique_names
 
     job = run.job
-    techs = sorted({t for v in job.space.variants() for t in technique_names(v)})
+    techs = sorted({t for v in job.space.variants() for t in job.space.cost_keys(v)})
     defaults = technique_defaults()
     data = {
         "type": RUN_SCHEMA, "version": RUN_VERSION, "kind": "search",
@@ -181,15 +155,15 @@ def _why_rows(result: Any) -> list[list[Any]]:
     implied = {}
     for c in result.certificate:
         for k in c.get("ruled_out", []):
-            implied[k] = (f"ruled out by {c['evaluated']} (quality {_q(c.get('quality'))} < target, and this "
-                          "variant is at least as compressed)") if not c.get("feasible") else \
+            implied[k] = (f"ruled out by {c['evaluated']} (quality {fmt_num(c.get('quality'), '.4f')} < target, "
+                          "and this variant is at least as compressed)") if not c.get("feasible") else \
                 f"ruled out by {c['evaluated']} (it meets the target for less)"
     rows = []
     for t in sorted(result.trials, key=lambda t: t.cost_usd):
         if t.cost_usd >= result.best.cost_usd:
             break
         if t.state == "below target":
-            why = f"measured quality {_q(t.quality)} < {result.min_quality:g}"
+            why = f"measured quality {fmt_num(t.quality, '.4f')} < {result.min_quality:g}"
         elif t.state in ("failed", "no deployment"):
             why = t.error or "no (device, batch) meets the SLO and memory"
         elif t.variant in implied:
@@ -198,7 +172,7 @@ def _why_rows(result: Any) -> list[list[Any]]:
             why = f"pruned: {t.error}"
         else:
             why = t.state
-        rows.append([t.label, _usd(t.cost_usd), t.device, why])
+        rows.append([t.label, usd(t.cost_usd), t.device, why])
     return rows
 
 
@@ -219,14 +193,14 @@ def search_markdown(result: Any, run: dict, files: dict[str, str]) -> str:
     if best is None:
         lines.append(f"**No strategy meets the constraints** ({result.status}: {result.message}).")
         if result.closest:
-            lines += ["", _table(["closest candidate", "quality", "cost", "what it missed"],
-                                 [[c["label"], _q(c.get("quality")), _usd(c.get("cost_usd")), c["missed"]]
-                                  for c in result.closest])]
+            lines += ["", markdown_table(["closest candidate", "quality", "cost", "what it missed"],
+                                         [[c["label"], fmt_num(c.get("quality"), ".4f"), usd(c.get("cost_usd")),
+                                           c["missed"]] for c in result.closest])]
         lines += ["", "To fix: lower min_quality, widen the search space (milder compression, more devices or batch "
                   "sizes), or relax the scenario's latency SLO.", ""]
     else:
         lines.append(f"**{best.label}**, served on **{best.device} x {best.replicas}** at batch {best.batch_size}: "
-                     f"**{_usd(best.cost_usd)}**, quality {_q(best.quality)} ({best.quality_source}).")
+                     f"**{usd(best.cost_usd)}**, quality {fmt_num(best.quality, '.4f')} ({best.quality_source}).")
         sv = result.savings_usd
         if base is not None and best.variant == base.variant:
             if _why_rows(result):
@@ -239,8 +213,8 @@ def search_markdown(result: Any, run: dict, files: dict[str, str]) -> str:
             pct = sv["total"] / base.cost_usd * 100 if base.cost_usd else 0.0
             lines.append("")
             lines.append(f"Against the baseline ({base.label} on {base.device} x {base.replicas}, batch "
-                         f"{base.batch_size}: {_usd(base.cost_usd)}, quality {_q(base.quality)}) it saves "
-                         f"**{_usd(sv['total'])} ({pct:.1f} %)**.")
+                         f"{base.batch_size}: {usd(base.cost_usd)}, quality {fmt_num(base.quality, '.4f')}) it saves "
+                         f"**{usd(sv['total'])} ({pct:.1f} %)**.")
         lines += ["", f"Search status: **{result.status}**: {result.message}", ""]
 
     # ---- why
@@ -269,7 +243,7 @@ def search_markdown(result: Any, run: dict, files: dict[str, str]) -> str:
     if best is not None:
         if why:
             lines += ["Every cheaper variant, and why it was not chosen:", "",
-                      _table(["variant", "cost", "device", "why not"], why), ""]
+                      markdown_table(["variant", "cost", "device", "why not"], why), ""]
         else:
             lines += ["No variant is cheaper than the answer.", ""]
     if result.certificate:
@@ -277,10 +251,10 @@ def search_markdown(result: Any, run: dict, files: dict[str, str]) -> str:
                   "out every variant at least as compressed; one that meets it rules out every dearer variant and "
                   "proves every less compressed one feasible (quality is assumed not to rise with compression; "
                   "violations seen are listed below).", "",
-                  _table(["evaluated", "quality", "meets target", "variants ruled out", "proven feasible"],
-                         [[c["evaluated"], _q(c.get("quality")), "yes" if c.get("feasible") else "no",
-                           len(c.get("ruled_out", [])), len(c.get("proven_feasible", []))]
-                          for c in result.certificate]), ""]
+                  markdown_table(["evaluated", "quality", "meets target", "variants ruled out", "proven feasible"],
+                                 [[c["evaluated"], fmt_num(c.get("quality"), ".4f"),
+                                   "yes" if c.get("feasible") else "no", len(c.get("ruled_out", [])),
+                                   len(c.get("proven_feasible", []))] for c in result.certificate]), ""]
     if result.violations:
         lines += ["Monotonicity violations seen (quality rose with more compression):", ""]
         lines += [f"- {v}" for v in result.violations] + [""]
@@ -292,11 +266,11 @@ def search_markdown(result: Any, run: dict, files: dict[str, str]) -> str:
         sv = result.savings_usd or {}
         rows = []
         for c in comps:
-            rows.append([_COMP[c], _usd(base.cost_breakdown.get(c)) if base else "-",
-                         _usd(best.cost_breakdown.get(c)), _usd(sv.get(c)) if sv else "-"])
-        rows.append(["**total**", _usd(base.cost_usd) if base else "-", _usd(best.cost_usd),
-                     _usd(sv.get("total")) if sv else "-"])
-        lines += [_table(["component", "baseline", "chosen", "saved (baseline - chosen)"], rows, "lrrr"), ""]
+            rows.append([COMPONENT_TITLES[c], usd(base.cost_breakdown.get(c)) if base else "-",
+                         usd(best.cost_breakdown.get(c)), usd(sv.get(c)) if sv else "-"])
+        rows.append(["**total**", usd(base.cost_usd) if base else "-", usd(best.cost_usd),
+                     usd(sv.get("total")) if sv else "-"])
+        lines += [markdown_table(["component", "baseline", "chosen", "saved (baseline - chosen)"], rows, "lrrr"), ""]
         if "components" in files:
             lines += [f"![cost components]({files['components']})", ""]
     for name in ("best", "baseline"):
@@ -307,21 +281,20 @@ def search_markdown(result: Any, run: dict, files: dict[str, str]) -> str:
         title = "chosen strategy" if name == "best" else "baseline"
         lines += [f"### Line items of the {title}", ""]
         if strat is not None and abs(br.total_usd - strat.cost_usd) > 1e-6 * max(1.0, strat.cost_usd):
-            lines += [f"(Re-priced after the search from a new measurement on this machine: {_usd(br.total_usd)} "
-                      f"here against {_usd(strat.cost_usd)} in the search.)", ""]
-        lines += [_table(["component", "item", "quantity", "unit", "rate", "cost", "formula", "source"],
-                         [[_COMP[it.component], it.name, f"{it.quantity:,.6g}", it.unit, f"{it.usd_per_unit:,.6g}",
-                           _usd(it.cost_usd), it.formula, it.provenance] for it in br.items], "llrlrrll"), ""]
+            lines += [f"(Re-priced after the search from a new measurement on this machine: {usd(br.total_usd)} "
+                      f"here against {usd(strat.cost_usd)} in the search.)", ""]
+        lines += [line_items_table(br, "markdown", formulas=True, sources=True), ""]
         if br.replicas:
             lines += [f"Replicas: {br.replicas}; training runs: {br.training_runs}; per 1,000 requests: "
-                      f"{_usd(br.usd_per_1000_requests)}.", ""]
+                      f"{usd(br.usd_per_1000_requests)}.", ""]
 
     # ---- Pareto front
     lines += ["## Pareto front (cost vs quality)", ""]
     if result.pareto:
-        lines += [_table(["variant", "cost", "quality", "device", "replicas", "batch"],
-                         [[s.label, _usd(s.cost_usd), _q(s.quality), s.device, s.replicas, s.batch_size]
-                          for s in sorted(result.pareto, key=lambda s: s.cost_usd)], "lrrlrr"), ""]
+        lines += [markdown_table(["variant", "cost", "quality", "device", "replicas", "batch"],
+                                 [[s.label, usd(s.cost_usd), fmt_num(s.quality, ".4f"), s.device, s.replicas,
+                                   s.batch_size] for s in sorted(result.pareto, key=lambda s: s.cost_usd)], "lrrlrr"),
+                  ""]
         lines += ["Only variants whose quality was measured can be on the front; a lazy search measures few of "
                   "them by design.", ""]
     else:
@@ -334,12 +307,9 @@ def search_markdown(result: Any, run: dict, files: dict[str, str]) -> str:
     sens = run.get("sensitivity")
     if sens is not None and sens.rows:
         lines.append(f"Each input moved -{sens.delta:.0%} and +{sens.delta:.0%} with everything else fixed "
-                     f"(same device and batch size; replicas re-derived), total {_usd(sens.base_total_usd)} at the nominal "
+                     f"(same device and batch size; replicas re-derived), total {usd(sens.base_total_usd)} at the nominal "
                      "inputs (cost_models.sensitivity); widest swing first.")
-        lines += ["", _table(["input", "nominal", f"total at -{sens.delta:.0%}", f"total at +{sens.delta:.0%}",
-                              "swing"],
-                             [[r.knob, f"{r.base_value:,.6g}", _usd(r.total_low_usd), _usd(r.total_high_usd),
-                               _usd(r.swing_usd)] for r in sens.rows[:12]], "lrrrr"), ""]
+        lines += ["", sensitivity_table(sens, "markdown", top=12, title=False), ""]
         if "sensitivity" in files:
             lines += [f"![sensitivity]({files['sensitivity']})", ""]
     else:
@@ -347,9 +317,7 @@ def search_markdown(result: Any, run: dict, files: dict[str, str]) -> str:
 
     # ---- all variants
     lines += ["## Every variant", ""]
-    lines += [_table(["variant", "cost", "device", "batch", "quality", "state", "note"],
-                     [[t.label, _usd(t.cost_usd), t.device, t.batch_size, _q(t.quality), t.state, t.error]
-                      for t in sorted(result.trials, key=lambda t: (t.cost_usd, t.number))], "lrlrrll"), ""]
+    lines += [result.trials_table("markdown"), ""]
 
     # ---- assumptions
     lines += ["## Assumptions", "", "### Scenario", ""]
@@ -359,17 +327,15 @@ def search_markdown(result: Any, run: dict, files: dict[str, str]) -> str:
         lines.append(f"- **{plan}**: {kv}")
     lines += ["", "### Prices", ""]
     overrides = {r.key for r in job.price_rows}
-    lines += [_table(["kind", "item", "tier", "provider", "USD per unit", "unit", "date", "source"],
-                     [[r.kind, r.item, r.tier or "-", r.provider or "-", f"{r.usd_per_unit:,.6g}", r.unit, r.date,
-                       ("**job override**: " if r.key in overrides else "") + r.source]
-                      for r in run.get("prices", [])], "llllrlll"), ""]
+    lines += [_prices_table(run.get("prices", []), overrides), ""]
     if job.price_file:
         lines += [f"Price file merged over the shipped book: `{job.price_file}`.", ""]
     if run.get("techniques"):
         lines += ["### Technique effort (assumptions unless the job overrides them)", ""]
-        lines += [_table(["technique", "engineer hours", "maintenance h/month", "extra training epochs", "source"],
-                         [[t["name"], f"{t['engineer_hours']:g}", f"{t['maintenance_hours_per_month']:g}",
-                           f"{t['training_epochs']:g}", t["source"]] for t in run["techniques"]], "lrrrl"), ""]
+        lines += [markdown_table(["technique", "engineer hours", "maintenance h/month", "extra training epochs",
+                                  "source"],
+                                 [[t["name"], f"{t['engineer_hours']:g}", f"{t['maintenance_hours_per_month']:g}",
+                                   f"{t['training_epochs']:g}", t["source"]] for t in run["techniques"]], "lrrrl"), ""]
     sp = job.space
     lines += ["### Search space", "",
               f"- distill_width {list(sp.distill_width)}, prune_amount {list(sp.prune_amount)} ({sp.prune_method}, "
@@ -461,9 +427,37 @@ def _best_rows(rows: list[dict], key: tuple[str, ...]) -> list[dict]:
     best: dict[tuple, dict] = {}
     for r in rows:
         k = tuple(r[x] for x in key)
-        if r.get("status") == "ok" and (k not in best or _f(r["total_usd"]) < _f(best[k]["total_usd"])):
+        if r.get("status") == "ok" and (k not in best
+                                        or to_number(r["total_usd"]) < to_number(best[k]["total_usd"])):
             best[k] = r
     return list(best.values())
+
+
+_PLAN_COLUMNS = ["model", "serve on", "train on", "total", "per component", "note"]
+_SERVING_COLUMNS = ["model", "device", "dtype", "batch", "latency ms", "memory GB", "replicas", "total"]
+
+
+def _plan_rows(res: Any) -> list[list[Any]]:
+    """The cheapest plan per model, under :data:`_PLAN_COLUMNS`."""
+    rows = []
+    for p in res.plans:
+        if p["status"] != "ok":
+            rows.append([p["model"], "-", "-", "-", "-", p.get("message", p["status"])])
+            continue
+        comps = p["breakdown"].components
+        rows.append([p["model"], f"{p['serve_device']} {p['serve_dtype']} x {p['replicas']} (batch "
+                                 f"{p['serve_batch_size']})",
+                     f"{p['train_devices']} x {p['train_device']} ({p['train_layout']})" if p.get("train_device")
+                     else "no training",
+                     usd(p["total_usd"]),
+                     ", ".join(f"{COMPONENT_TITLES[c]} {usd(v)}" for c, v in comps.items() if v), ""])
+    return rows
+
+
+def _serving_cells(r: dict) -> list[Any]:
+    """One serving option, under :data:`_SERVING_COLUMNS`."""
+    return [r["model"], r["device"], r["dtype"], r["batch_size"], fmt_num(to_number(r["latency_s"]) * 1e3, ",.1f"),
+            fmt_num(r["peak_memory_gb"], ",.1f"), r["replicas"], usd(r["total_usd"])]
 
 
 def whatif_markdown(res: Any, job: Any, files: dict[str, str], prices: list[Any] | None = None,
@@ -476,20 +470,7 @@ def whatif_markdown(res: Any, job: Any, files: dict[str, str], prices: list[Any]
     lines += [f"Models {', '.join(dict.fromkeys(r['model'] for r in res.serving))} (configs only, no weights) on "
               f"{', '.join(w.device_list())}. Costs are totals over {_horizon(job)} in USD.", ""]
     lines += ["## Cheapest plan per model", ""]
-    rows = []
-    for p in res.plans:
-        if p["status"] != "ok":
-            rows.append([p["model"], "-", "-", "-", "-", p.get("message", p["status"])])
-            continue
-        br = p["breakdown"]
-        comps = br.components
-        rows.append([p["model"], f"{p['serve_device']} {p['serve_dtype']} x {p['replicas']} (batch "
-                                 f"{p['serve_batch_size']})",
-                     f"{p['train_devices']} x {p['train_device']} ({p['train_layout']})" if p.get("train_device")
-                     else "no training",
-                     _usd(p["total_usd"]),
-                     ", ".join(f"{_COMP[c]} {_usd(v)}" for c, v in comps.items() if v), ""])
-    lines += [_table(["model", "serve on", "train on", "total", "per component", "note"], rows, "lllrll"), ""]
+    lines += [markdown_table(_PLAN_COLUMNS, _plan_rows(res), "lllrll"), ""]
     if "plot" in files:
         lines += [f"![cheapest serving per device]({files['plot']})", ""]
     lines += ["## Serving: the cheapest dtype and batch per device", ""]
@@ -507,10 +488,8 @@ def whatif_markdown(res: Any, job: Any, files: dict[str, str], prices: list[Any]
                             and x["status"] not in ("ok", "unsupported")), None)
                 srows.append([model, d, "-", "-", "-", "-", "-", "-", (why or {}).get("message", "unsupported")[:160]])
                 continue
-            srows.append([model, d, r["dtype"], r["batch_size"], f"{_f(r['latency_s']) * 1e3:,.1f}",
-                          f"{_f(r['peak_memory_gb']):,.1f}", r["replicas"], _usd(r["total_usd"]), ""])
-    lines += [_table(["model", "device", "dtype", "batch", "latency ms", "memory GB", "replicas", "total",
-                      "why not"], srows, "lllrrrrrl"), ""]
+            srows.append(_serving_cells(r) + [""])
+    lines += [markdown_table(_SERVING_COLUMNS + ["why not"], srows, "lllrrrrrl"), ""]
     trows = [r for r in res.training]
     if trows:
         lines += ["## Training: the cheapest planned layout per device", ""]
@@ -518,32 +497,26 @@ def whatif_markdown(res: Any, job: Any, files: dict[str, str], prices: list[Any]
         lines.append(f"{tr.samples_per_epoch:,.0f} {tr.unit} per epoch x {tr.epochs:g} epochs per run, "
                      f"{w.global_batch} sequences of {w.train_seq_len} tokens per step, over "
                      f"{', '.join(map(str, w.train_device_counts))} devices.")
-        lines += ["", _table(["model", "device", "devices", "layout", "step s", "MFU", "GB/device", "per run",
-                              "total", "note"],
-                             [[r["model"], r["device"], r.get("devices", "-"), r.get("layout", "-"),
-                               f"{_f(r['step_s']):.2f}" if "step_s" in r else "-",
-                               f"{_f(r['mfu']):.0%}" if "mfu" in r else "-",
-                               f"{_f(r['memory_gb_per_device']):.1f}" if "memory_gb_per_device" in r else "-",
-                               _usd(r.get("usd_per_run")), _usd(r["total_usd"]),
-                               "" if r["status"] == "ok" else r.get("message", "")[:160]]
-                              for r in trows], "llrlrrrrrl"), ""]
+        lines += ["", markdown_table(["model", "device", "devices", "layout", "step s", "MFU", "GB/device",
+                                      "per run", "total", "note"],
+                                     [[r["model"], r["device"], r.get("devices", "-"), r.get("layout", "-"),
+                                       fmt_num(r.get("step_s"), ".2f"), fmt_num(r.get("mfu"), ".0%"),
+                                       fmt_num(r.get("memory_gb_per_device"), ".1f"),
+                                       usd(r.get("usd_per_run")), usd(r["total_usd"]),
+                                       "" if r["status"] == "ok" else r.get("message", "")[:160]]
+                                      for r in trows], "llrlrrrrrl"), ""]
     for p in res.plans:
         if p["status"] == "ok":
             br = p["breakdown"]
             lines += [f"### Line items: {p['model']}", ""]
-            lines += [_table(["component", "item", "quantity", "unit", "rate", "cost", "source"],
-                             [[_COMP[it.component], it.name, f"{it.quantity:,.6g}", it.unit,
-                               f"{it.usd_per_unit:,.6g}", _usd(it.cost_usd), it.provenance] for it in br.items],
-                             "llrlrrl"), ""]
+            lines += [line_items_table(br, "markdown", sources=True), ""]
     lines += ["## Assumptions", ""]
     lines += [f"- {n}" for n in res.notes]
     for plan in ("serving", "training", "data", "people", "ownership"):
         d = to_json_dict(getattr(sc, plan))
         lines.append(f"- **{plan}**: " + ", ".join(f"{k} = {v}" for k, v in d.items() if k not in ("type", "version")))
     if prices:
-        lines += ["", _table(["kind", "item", "tier", "provider", "USD per unit", "date", "source"],
-                             [[r.kind, r.item, r.tier or "-", r.provider or "-", f"{r.usd_per_unit:,.6g}", r.date,
-                               r.source] for r in prices], "llllrll")]
+        lines += ["", _prices_table(prices)]
     lines += ["", "## Provenance", ""]
     lines.append("- Parameters and FLOPs: `profilers.analyze` on the meta device (no weights, no execution); "
                  "serving latency: roofline projection onto each device (`profilers.project`, default efficiency); "
@@ -571,7 +544,7 @@ def _plot_whatif(res: Any, job: Any, out: Path) -> dict[str, str]:
     width = 0.8 / max(1, len(models))
     for i, m in enumerate(models):
         xs = [j + i * width for j in range(len(devices))]
-        ys = [_f(best[(m, d)]["total_usd"]) if (m, d) in best else 0.0 for d in devices]
+        ys = [to_number(best[(m, d)]["total_usd"]) if (m, d) in best else 0.0 for d in devices]
         ax.bar(xs, ys, width=width, label=m)
     ax.set_xticks([j + width * (len(models) - 1) / 2 for j in range(len(devices))])
     ax.set_xticklabels(devices, rotation=30, ha="right")
@@ -615,24 +588,12 @@ def _write_whatif(res: Any, job: Any, out: Path, prices: list[Any], environment:
 
 def whatif_html(res: Any) -> str:
     """HTML for Jupyter: the cheapest plan per model, then the cheapest serving per device."""
-    def row(cells: list[Any], tag: str = "td") -> str:
-        return "<tr>" + "".join(f"<{tag} style='text-align:left'>{html.escape(str(c))}</{tag}>" for c in cells) + "</tr>"
-
-    plans = [row(["model", "serve on", "train on", "total"], "th")]
-    for p in res.plans:
-        if p["status"] != "ok":
-            plans.append(row([p["model"], p.get("message", p["status"]), "", ""]))
-            continue
-        plans.append(row([p["model"], f"{p['serve_device']} {p['serve_dtype']} x {p['replicas']}",
-                          f"{p['train_devices']} x {p['train_device']}" if p.get("train_device") else "-",
-                          _usd(p["total_usd"])]))
-    best = _best_rows(list(res.serving), ("model", "device"))
-    serve = [row(["model", "device", "dtype", "batch", "latency ms", "replicas", "total"], "th")]
-    for r in sorted(best, key=lambda r: (r["model"], _f(r["total_usd"]))):
-        serve.append(row([r["model"], r["device"], r["dtype"], r["batch_size"], f"{_f(r['latency_s']) * 1e3:,.1f}",
-                          r["replicas"], _usd(r["total_usd"])]))
-    return (f"<b>what-if {html.escape(res.job_name)}</b> ({res.seconds:.1f} s)<table>{''.join(plans)}</table>"
-            f"<b>cheapest serving per device</b><table>{''.join(serve)}</table>")
+    best = sorted(_best_rows(list(res.serving), ("model", "device")),
+                  key=lambda r: (r["model"], to_number(r["total_usd"])))
+    return (html_table(_PLAN_COLUMNS, _plan_rows(res), "lllrll",
+                       caption=f"what-if {res.job_name} ({res.seconds:.1f} s): the cheapest plan per model")
+            + html_table(_SERVING_COLUMNS, [_serving_cells(r) for r in best], "lllrrrrr",
+                         caption="cheapest serving per device"))
 
 
 # ----------------------------------------------------------------------------------------------
@@ -640,7 +601,7 @@ def whatif_html(res: Any) -> str:
 # ----------------------------------------------------------------------------------------------
 def rerender(run_dir: str | Path) -> dict[str, Path]:
     """Read a run folder's JSON files back and write its report, CSV files and plots again."""
-    from profilers._config import loads
+    from profilers.config import loads
 
     out = Path(run_dir)
     run = load_run(out)

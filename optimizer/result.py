@@ -6,13 +6,13 @@ pandas, HTML for Jupyter, matplotlib plots).
 
 from __future__ import annotations
 
-import html
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from profilers._config import SigmastarError, dumps, serializable
+from profilers.config import SigmastarError, dumps, serializable
+from profilers.render import fmt_num, table, usd
 
 from .space import Strategy
 
@@ -87,41 +87,32 @@ class SearchResult:
 
     # ---- rendering ----------------------------------------------------------------------------
     def summary_rows(self) -> list[tuple[str, str]]:
+        """(field, value) pairs: status, method, target, and the best and baseline strategies."""
         rows = [("status", f"{self.status}: {self.message}"), ("method", self.method),
                 ("quality target", f">= {self.min_quality:g}"),
                 ("quality evaluations", str(self.quality_evaluations)), ("seconds", f"{self.seconds:.1f}")]
         for name, s in (("best", self.best), ("baseline", self.baseline)):
             if s is not None:
-                q = "-" if s.quality is None else f"{s.quality:.4f} ({s.quality_source})"
+                q = "-" if s.quality is None else f"{fmt_num(s.quality, '.4f')} ({s.quality_source})"
                 rows.append((name, f"{s.label} on {s.device} x{s.replicas}, batch {s.batch_size}: "
-                                   f"${s.cost_usd:,.2f}, quality {q}"))
+                                   f"{usd(s.cost_usd)}, quality {q}"))
         sv = self.savings_usd
         if sv:
-            rows.append(("savings vs baseline", ", ".join(f"{k} ${v:,.2f}" for k, v in sv.items())))
+            rows.append(("savings vs baseline", ", ".join(f"{k} {usd(v)}" for k, v in sv.items())))
         return rows
 
+    def trials_table(self, fmt: str = "text") -> str:
+        """Every variant, cheapest first, as a table in ``fmt`` ("text", "markdown" or "html")."""
+        rows = [[t.label, usd(t.cost_usd), t.device, t.batch_size, fmt_num(t.quality, ".4f"), t.state, t.error]
+                for t in sorted(self.trials, key=lambda t: (t.cost_usd, t.number))]
+        return table(["variant", "cost", "device", "batch", "quality", "state", "note"], rows, fmt, align="lrlrrll")
+
     def to_text(self) -> str:
-        rows = self.summary_rows()
-        w = max(len(k) for k, _ in rows)
-        lines = [f"{k:<{w}}  {v}" for k, v in rows]
-        lines.append("")
-        lines.append(f"{'variant':<34} {'cost $':>14} {'device':<12} {'batch':>5} {'quality':>8}  state")
-        for t in sorted(self.trials, key=lambda t: t.cost_usd):
-            q = "-" if t.quality is None else f"{t.quality:.4f}"
-            c = "inf" if math.isinf(t.cost_usd) else f"{t.cost_usd:,.2f}"
-            lines.append(f"{t.label[:34]:<34} {c:>14} {t.device:<12} {t.batch_size:>5} {q:>8}  {t.state}")
-        return "\n".join(lines)
+        """The summary, then every variant (plain text for a terminal)."""
+        return table(["field", "value"], self.summary_rows(), header=False) + "\n\n" + self.trials_table()
 
     def _repr_html_(self) -> str:
-        head = "".join(f"<tr><th style='text-align:left'>{html.escape(k)}</th><td style='text-align:left'>"
-                       f"{html.escape(v)}</td></tr>" for k, v in self.summary_rows())
-        rows = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(str(x))}</td>" for x in (
-                t.label, "inf" if math.isinf(t.cost_usd) else f"{t.cost_usd:,.2f}", t.device, t.batch_size,
-                "-" if t.quality is None else f"{t.quality:.4f}", t.state)) + "</tr>"
-            for t in sorted(self.trials, key=lambda t: t.cost_usd))
-        return (f"<table>{head}</table><table><thead><tr><th>variant</th><th>cost $</th><th>device</th>"
-                f"<th>batch</th><th>quality</th><th>state</th></tr></thead><tbody>{rows}</tbody></table>")
+        return table(["field", "value"], self.summary_rows(), "html", header=False) + self.trials_table("html")
 
     def plot_pareto(self, ax=None):
         """Cost vs quality of every evaluated variant; the Pareto front joined; the target dashed."""

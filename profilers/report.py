@@ -1,49 +1,21 @@
 """Rendering of profiles and projections: plain text for terminals, HTML for Jupyter.
 
-Computing stays elsewhere; these functions only format figures they are given.
+Computing stays elsewhere; these functions only choose the rows. The formatters and the table
+renderer are :mod:`profilers.render`'s.
 """
 
 from __future__ import annotations
 
-import html
-from typing import Iterable, Sequence
+from typing import Sequence
 
 from .profile import Profile
+from .render import fmt_bytes, fmt_flops, fmt_seconds, html_table, text_table
 
-__all__ = ["fmt_bytes", "fmt_seconds", "fmt_flops", "profile_rows", "profile_text", "profile_html",
-           "projection_table", "text_table", "html_table"]
-
-
-def fmt_bytes(n: float | None) -> str:
-    if n is None:
-        return "-"
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.2f} {unit}"
-        n /= 1024
-    return f"{n:.2f} TiB"
-
-
-def fmt_seconds(s: float | None) -> str:
-    if s is None:
-        return "-"
-    if s >= 1:
-        return f"{s:.3f} s"
-    if s >= 1e-3:
-        return f"{s * 1e3:.3f} ms"
-    return f"{s * 1e6:.1f} us"
-
-
-def fmt_flops(f: float | None) -> str:
-    if f is None:
-        return "-"
-    for unit, scale in (("PFLOP", 1e15), ("TFLOP", 1e12), ("GFLOP", 1e9), ("MFLOP", 1e6)):
-        if f >= scale:
-            return f"{f / scale:.3f} {unit}"
-    return f"{f:.0f} FLOP"
+__all__ = ["profile_rows", "profile_text", "profile_html", "PROJECTION_HEADER", "projection_table"]
 
 
 def profile_rows(p: Profile) -> list[tuple[str, str]]:
+    """(figure, value) pairs of a profile, formatted for display."""
     rows = [
         ("model", p.model),
         ("source", p.provenance),
@@ -76,30 +48,13 @@ def profile_rows(p: Profile) -> list[tuple[str, str]]:
     return rows
 
 
-def text_table(header: Sequence[str], rows: Iterable[Sequence[object]]) -> str:
-    rows = [[str(c) for c in r] for r in rows]
-    widths = [max(len(h), *(len(r[i]) for r in rows)) if rows else len(h) for i, h in enumerate(header)]
-    line = "  ".join(h.ljust(w) for h, w in zip(header, widths))
-    out = [line, "  ".join("-" * w for w in widths)]
-    out += ["  ".join(c.ljust(w) for c, w in zip(r, widths)) for r in rows]
-    return "\n".join(out)
-
-
-def html_table(header: Sequence[str], rows: Iterable[Sequence[object]], caption: str = "") -> str:
-    head = "".join(f"<th style='text-align:left'>{html.escape(str(h))}</th>" for h in header)
-    body = "".join("<tr>" + "".join(f"<td style='text-align:left'>{html.escape(str(c))}</td>" for c in r) + "</tr>"
-                   for r in rows)
-    cap = f"<caption style='text-align:left'><b>{html.escape(caption)}</b></caption>" if caption else ""
-    return f"<table>{cap}<thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
-
-
 def profile_text(p: Profile) -> str:
-    rows = profile_rows(p)
-    w = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{w}}  {v}" for k, v in rows)
+    """The profile as ``figure  value`` lines (see :func:`profile_rows`)."""
+    return text_table(("figure", "value"), profile_rows(p), header=False)
 
 
 def profile_html(p: Profile) -> str:
+    """The profile as an escaped HTML table, captioned with the model's name (Jupyter)."""
     return html_table(("figure", "value"), profile_rows(p), caption=f"Profile: {p.model}")
 
 
@@ -108,6 +63,7 @@ PROJECTION_HEADER = ("device", "dtype", "latency", "samples/s", "train step", "p
 
 
 def projection_table(projections: Sequence) -> list[tuple[str, ...]]:
+    """One row of display strings per projection, under :data:`PROJECTION_HEADER`."""
     rows = []
     for pr in projections:
         rows.append((

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .._config import check_choice, check_positive, invalid, serializable
+from ..config import check_choice, check_positive, invalid, serializable
 from ..hardware import DeviceSpec
 from .comm import all_gather_s, group_bandwidth, p2p_s, reduce_scatter_s, ring_all_reduce_s, spans_nodes
 from .config import ParallelConfig, TransformerShape
@@ -46,7 +46,7 @@ from .memory import MemoryModel, _stage_parameters, activation_bytes_per_layer
 __all__ = ["TimeModel", "LayerTime", "StepTime", "layer_time", "step_time", "DEFAULT_EFFICIENCY"]
 
 #: fraction of dense peak FLOP/s that GEMM-dominated transformer compute achieves; the single
-#: constant of the model, chosen from the Megatron-LM A100 runs (see benchmarks/RESULTS_parallel.md)
+#: constant of the model, chosen from the Megatron-LM A100 runs (see benchmarks/results/parallel.md)
 DEFAULT_EFFICIENCY = 0.63
 
 #: HBM bytes an Adam step moves per parameter (fp32 master, m, v read+written, grad read, weight written)
