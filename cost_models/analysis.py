@@ -16,7 +16,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Mapping, Sequence
 
-from profilers._config import check_positive, invalid
+from profilers.config import check_positive, invalid
 
 from .knobs import KNOBS, apply_factor, get_knob
 from .model import CostModel

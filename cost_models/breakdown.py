@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from profilers._config import ConfigError, check_choice, dumps, loads, serializable
+from profilers.config import ConfigError, check_choice, dumps, loads, serializable
 
 from .components import COMPONENTS, LineItem
 

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from profilers._config import check_choice, check_non_negative, invalid, serializable
+from profilers.config import check_choice, check_non_negative, invalid, serializable
 
 from .prices import PriceBook
 from .scenario import Scenario

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable
 
 from profilers import hardware
-from profilers._config import ConfigError, check_positive, invalid, serializable
+from profilers.config import ConfigError, check_positive, invalid, serializable
 
 __all__ = ["FIELDS", "ModelFigures", "figures_from", "device_spec", "devices_that_fit", "require_fit"]
 

@@ -15,7 +15,7 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Callable
 
-from profilers._config import invalid
+from profilers.config import invalid
 
 from .model import CostModel
 from .prices import KINDS

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from profilers._config import invalid, serializable
+from profilers.config import invalid, serializable
 
 from .breakdown import CostBreakdown
 from .components import all_items

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from profilers._config import invalid
+from profilers.config import invalid
 
 from .figures import ModelFigures, device_spec
 from .scenario import Scenario

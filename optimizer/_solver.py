@@ -33,7 +33,7 @@ from typing import Any
 
 import numpy as np
 
-from profilers._config import invalid
+from profilers.config import invalid
 
 __all__ = ["MILP_SOLVERS", "STATUSES", "MilpOutcome", "classify", "solve_milp"]
 

@@ -17,7 +17,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from profilers._config import invalid
+from profilers.config import invalid
 
 __all__ = ["SearchBudget", "host_rate"]
 

@@ -26,8 +26,9 @@ DEFAULT_DEVICES = "host,T4,L4,A100-80GB,H100-SXM"
 
 def _cmd_profile(args: argparse.Namespace) -> int:
     from profilers import analyze, hardware, measure, project, workloads
-    from profilers._config import invalid, to_json_dict
-    from profilers.report import PROJECTION_HEADER, profile_text, projection_table, text_table
+    from profilers.config import invalid, to_json_dict
+    from profilers.render import text_table
+    from profilers.report import PROJECTION_HEADER, profile_text, projection_table
 
     for path in args.device_file or ():
         hardware.load(path)
@@ -78,7 +79,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
 
 def _cmd_catalog(args: argparse.Namespace) -> int:
     from profilers import hardware
-    from profilers.report import text_table
+    from profilers.render import text_table
 
     for path in args.device_file or ():
         hardware.load(path)
@@ -94,7 +95,17 @@ def _cmd_catalog(args: argparse.Namespace) -> int:
     return 0
 
 
-_OPTUNA_METHODS = ("tpe", "random", "nsga2")
+def _takes(option: str) -> tuple[str, ...]:
+    """The registered search methods that take ``option`` (optimizer.methods.METHODS)."""
+    from .methods import registered
+
+    return tuple(n for n, m in registered().items() if option in m.options)
+
+
+def _methods_help() -> str:
+    from .methods import registered
+
+    return "Methods (job.search.method): " + "; ".join(f"{n}: {m.summary}" for n, m in registered().items()) + "."
 
 
 def _err(message: str) -> None:
@@ -102,7 +113,7 @@ def _err(message: str) -> None:
 
 
 def _load(args: argparse.Namespace, kind: str):
-    from profilers._config import ConfigError
+    from profilers.config import ConfigError
 
     from .jobs import default_job_path, load_job
 
@@ -119,7 +130,7 @@ def _progress(job, args: argparse.Namespace):
     from .progress import SearchProgress
 
     return SearchProgress(method=job.method, min_quality=job.min_quality, variants=job.space.size,
-                          n_trials=job.n_trials if job.method in _OPTUNA_METHODS else None, timeout_s=job.timeout_s,
+                          n_trials=job.n_trials if job.method in _takes("n_trials") else None, timeout_s=job.timeout_s,
                           max_evaluations=job.max_evaluations, verbose=args.verbose,
                           stream=io.StringIO() if args.quiet else sys.stderr)
 
@@ -155,11 +166,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from .report import write_search_report
 
     job, path = _load(args, "search")
-    if args.storage and job.method not in _OPTUNA_METHODS:
-        from profilers._config import ConfigError
+    if args.storage and job.method not in _takes("storage"):
+        from profilers.config import ConfigError
 
-        raise ConfigError(f"search.--storage must be absent with method {job.method!r} (Optuna storage is for "
-                          f"'tpe', 'random' and 'nsga2'); got {args.storage!r}.")
+        from .methods import why_not
+
+        raise ConfigError(f"search.--storage must be absent with method {job.method!r} ({why_not('storage')}); "
+                          f"got {args.storage!r}.")
     out = Path(args.output or job.output)
     _err(f"sigmastar search: job {job.name!r} ({path}) -> {out}/")
     note = _resume_note(out)
@@ -179,7 +192,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
                            + (["--storage", args.storage] if args.storage else []))
         _err(f"sigmastar search: interrupted. {n} finished quality evaluation{'s are' if n != 1 else ' is'} saved "
              f"in {out / 'evaluations.jsonl'}" + (" (and the finished trials in the Optuna storage)"
-                                                  if job.method in _OPTUNA_METHODS else "")
+                                                  if job.method in _takes("storage") else "")
              + f"; run the same command to resume: {again}")
         return 130
     prog.close()
@@ -197,13 +210,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
-    from profilers._config import ConfigError
+    from profilers.config import ConfigError
 
     from .jobs import finished_evaluations, run_search
 
     job, path = _load(args, "search")
-    if job.method not in _OPTUNA_METHODS:
-        raise ConfigError(f"job.search.method must be one of {', '.join(map(repr, _OPTUNA_METHODS))} for a worker "
+    if job.method not in _takes("storage"):
+        raise ConfigError(f"job.search.method must be one of {', '.join(map(repr, _takes('storage')))} for a worker "
                           f"(workers share an Optuna study); got {job.method!r}.")
     out = Path(args.output or job.output)
     _err(f"sigmastar worker: job {job.name!r} ({path}), study on {args.storage}, evaluations in {out}/")
@@ -291,7 +304,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "to the output folder. Ctrl-C stops it and keeps every finished evaluation; the same "
                         "command resumes. Without JOB, runs the bundled digits job (examples/digits.toml). Exit status: 0 "
                         "a strategy was found, 1 none meets the constraints (the report says why), 2 bad input, "
-                        "130 interrupted.")
+                        "130 interrupted. " + _methods_help())
     se.add_argument("job", nargs="?", help="job file (TOML); see examples/*.toml")
     se.add_argument("--output", help="output folder (default: the job's `output`, else runs/<name>)")
     se.add_argument("--storage", help="Optuna storage URL or journal path (overrides job.search.storage)")
@@ -348,7 +361,7 @@ def _quiet_libraries() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from profilers._config import SigmastarError
+    from profilers.config import SigmastarError
 
     args = build_parser().parse_args(argv)
     _quiet_libraries()

@@ -19,9 +19,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from profilers._config import to_json_dict
+from profilers.config import to_json_dict
 
-from .space import SearchSpace, Strategy, Variant, technique_names
+from .space import SearchSpace, Strategy, Variant
 
 __all__ = ["Deployment", "Evaluator"]
 
@@ -39,6 +39,9 @@ class Deployment:
     options: list[tuple[str, int, float, str]] = field(default_factory=list)  # device, batch, usd, status/message
     profile: Any = None
     error: str = ""
+    #: device -> (batch, breakdown, projection, usd) of the cheapest feasible batch on that device
+    per_device: dict[str, tuple[int, Any, Any, float]] = field(default_factory=dict)
+    pool: Any = None  # optimizer.pool.ServingPool when a pool of device types is cheaper than any one type
 
     @property
     def feasible(self) -> bool:
@@ -48,8 +51,10 @@ class Deployment:
 class Evaluator:
     def __init__(self, workload: Any, space: SearchSpace, cost_model: Any, *, seed: int = 0,
                  output_dir: str | Path | None = None, profile_time_cap_s: float = 0.5,
-                 log: Callable[[str], None] | None = None, on_evaluation: Callable | None = None) -> None:
+                 log: Callable[[str], None] | None = None, on_evaluation: Callable | None = None,
+                 pool: bool = False) -> None:
         self.workload, self.space, self.cost_model, self.seed = workload, space, cost_model, seed
+        self.pool = pool  # price a pool of the space's device types for serving (optimizer.pool)
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.profile_time_cap_s = profile_time_cap_s
         self.log = log or (lambda m: None)
@@ -84,6 +89,16 @@ class Evaluator:
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     # ---- price: no training -------------------------------------------------------------------
+    def trains_deployed(self, v: Variant) -> bool:
+        """Whether the deployed model of ``v`` is the model that trains. A technique applied after
+        training (``post_training``, e.g. quantization) deploys numerics that are never trained, so
+        training is priced with the model before it: the base model's step."""
+        return not any(t.post_training for t in self.space.techniques(v))
+
+    def training_projection(self, v: Variant, dep: "Deployment") -> Any:
+        """The figures that price ``v``'s training on ``dep``'s device (see :meth:`trains_deployed`)."""
+        return dep.projection if self.trains_deployed(v) else self._base_train_projection(dep.device)
+
     def _base_train_projection(self, device: str) -> Any:
         """Training figures: the techniques train the full-precision model (fine-tuning happens
         before quantization), so training is priced with the base model's step on that device."""
@@ -112,14 +127,14 @@ class Evaluator:
         try:
             model = apply(self.base, self.space.techniques(v), self.workload, structure_only=True, cache=self.cache,
                           seed=self.seed)
-            train = v.quantize == "none"  # quantized weights are not trained; the base model's step prices training
+            train = self.trains_deployed(v)
             # measured on this machine's CPU: the calibration below is against the host's spec
             prof = measure(model, self.workload, train=train, time_cap_s=self.profile_time_cap_s, min_runs=5,
                            device="cpu")
             dep.profile = prof
             eff = calibrate(prof)
             src = f"calibrated on {prof.device_description}"
-            cm = self.cost_model.with_scenario(techniques=technique_names(v))
+            cm = self.cost_model.with_scenario(techniques=self.space.cost_keys(v))
             for b in self.space.batch_sizes:
                 pb = prof if b == prof.batch_size else at_batch(prof, count_flops(model, self.workload.inputs(b)), b)
                 for d in self.space.devices:
@@ -140,9 +155,17 @@ class Evaluator:
                     br = cm.estimate(proj, train_figures=tfig, model_name=f"{self.workload.name} [{v.label}]")
                     usd = br.total_usd if br.status == "ok" else math.inf
                     dep.options.append((proj.device, b, usd, br.status if br.status == "ok" else br.message))
+                    if usd < dep.per_device.get(proj.device, (0, None, None, math.inf))[-1]:
+                        dep.per_device[proj.device] = (b, br, proj, usd)
                     if usd < dep.cost_usd:
                         dep.cost_usd, dep.device, dep.batch_size = usd, proj.device, b
                         dep.breakdown, dep.projection = br, proj
+            if self.pool and dep.feasible:
+                from .pool import serving_pool
+
+                dep.pool = serving_pool(v.key, dep, self.cost_model.scenario)
+                if dep.pool is not None and dep.pool.saving_usd > 0:
+                    dep.cost_usd = dep.pool.total_usd
         except UnsupportedTechnique as e:
             dep.error = str(e)
         except Exception as e:  # a variant that cannot be built or priced fails alone
@@ -200,6 +223,10 @@ class Evaluator:
     def known_quality(self, v: Variant) -> float | None:
         return self._quality.get(self.content_key(v), (None, ""))[0]
 
+    def priced(self, v: Variant) -> Deployment | None:
+        """``v``'s deployment if it was priced in this process (None otherwise; :meth:`price` prices it)."""
+        return self._prices.get(v.key)
+
     def evaluated(self, v: Variant) -> bool:
         return self.content_key(v) in self._quality
 
@@ -212,8 +239,14 @@ class Evaluator:
             prov.append(dep.projection.provenance)
         if dep.breakdown is not None:
             prov.extend(getattr(dep.breakdown, "provenance", ()))
+        pooled = dep.pool is not None and dep.pool.saving_usd > 0
+        if pooled:
+            comps["train_deploy"] = comps.get("train_deploy", 0.0) - dep.pool.saving_usd
+            prov.append(dep.pool.provenance)
         return Strategy(
             variant=v.key, label=v.label, techniques=tuple(self.space.techniques(v)),
-            device=dep.device or "-", batch_size=dep.batch_size or 0,
-            replicas=int(getattr(dep.breakdown, "replicas", 0) or 0), cost_usd=dep.cost_usd,
-            quality=self.known_quality(v), quality_source=quality_source, cost_breakdown=comps, provenance=tuple(prov))
+            device=dep.pool.describe() if pooled else (dep.device or "-"), batch_size=dep.batch_size or 0,
+            replicas=sum(dep.pool.devices.values()) if pooled else int(getattr(dep.breakdown, "replicas", 0) or 0),
+            cost_usd=dep.cost_usd, quality=self.known_quality(v), quality_source=quality_source,
+            cost_breakdown=comps, provenance=tuple(prov), pool=dict(dep.pool.devices) if pooled else {},
+            pool_saving_usd=dep.pool.saving_usd if pooled else 0.0)

@@ -38,7 +38,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from profilers._config import check_positive, invalid, serializable
+from profilers.config import check_positive, invalid, serializable
 
 from ._solver import MILP_SOLVERS, solve_milp
 

@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from profilers._config import ConfigError
+from profilers.config import ConfigError
 
-from ._job_fields import _err
 from .job_spec import Job
 
 __all__ = ["SearchRun", "analyze_best", "environment", "finished_evaluations", "price_rows_used", "run_search"]
@@ -94,7 +93,6 @@ def analyze_best(job: Job, workload: Any, cost_model: Any, result: Any,
     from cost_models import Option, sensitivity
 
     from .evaluate import Evaluator
-    from .space import technique_names
 
     out: dict[str, Any] = {}
     if result.best is None:
@@ -113,8 +111,8 @@ def analyze_best(job: Job, workload: Any, cost_model: Any, result: Any,
             continue
         out[name] = dep.breakdown
         if name == "best":
-            train = dep.projection if v.quantize == "none" else ev._base_train_projection(dep.device)
-            opt = Option(f"{s.label} on {dep.device}", cost_model.with_scenario(techniques=technique_names(v)),
+            train = ev.training_projection(v, dep)
+            opt = Option(f"{s.label} on {dep.device}", cost_model.with_scenario(techniques=job.space.cost_keys(v)),
                          dep.projection, train)
             try:
                 sens = sensitivity(opt)
@@ -137,7 +135,8 @@ def run_search(job: Job, output_dir: str | Path | None = None, *, storage: str |
     from .search import search
 
     if job.kind != "search":
-        raise _err("job.kind", "'search' to run a search (run a what-if with run_whatif)", job.kind)
+        raise ConfigError(f"job.kind must be 'search' to run a search (run a what-if with run_whatif); "
+                          f"got {job.kind!r}.")
     out = Path(output_dir) if output_dir is not None else Path(job.output)
     out.mkdir(parents=True, exist_ok=True)
     before = finished_evaluations(out)

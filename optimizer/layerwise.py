@@ -38,7 +38,7 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import numpy as np
 
-from profilers._config import check_non_negative, invalid, serializable
+from profilers.config import check_non_negative, invalid, serializable
 
 from ._solver import MILP_SOLVERS, solve_milp
 

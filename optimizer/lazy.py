@@ -29,7 +29,7 @@ import math
 from dataclasses import dataclass
 from typing import Callable, Hashable, Sequence
 
-from profilers._config import invalid
+from profilers.config import invalid
 
 __all__ = ["LazyVariant", "Ruling", "LazyResult", "lazy_search", "dominates"]
 
@@ -188,3 +188,49 @@ def lazy_search(variants: Sequence[LazyVariant], evaluate: Callable[[Hashable], 
                           "no variant meets the quality target")
     return LazyResult("optimal", k, c, len(quality), tuple(certificate), (), tuple(violations),
                       f"certified: every variant cheaper than {k!r} was evaluated or ruled out")
+
+
+# ------------------------------------------------------------------------------------------------
+# the search method
+# ------------------------------------------------------------------------------------------------
+from .methods import Outcome, SearchContext, SearchMethod, register_method  # noqa: E402
+
+
+@register_method
+class Lazy(SearchMethod):
+    name = "lazy"
+    rank = 0
+    summary = ("prices every variant, then evaluates quality only where needed to certify the cheapest "
+               "feasible one (a certificate says which evaluation ruled out what)")
+    certifies = True
+
+    def run(self, ctx: SearchContext) -> Outcome:
+        ctx.price_all()
+        by_key = {v.key: v for v in ctx.variants}
+        lv = [LazyVariant(v.key, ctx.ev.price(v).cost_usd, v.knobs) for v in ctx.variants]
+        res = lazy_search(lv, lambda k: ctx.ev.quality(by_key[k]), ctx.min_quality,
+                          max_evaluations=ctx.budget.max_evaluations, stop=lambda _n: ctx.stop())
+        certificate = tuple({"evaluated": r.key, "quality": r.quality, "feasible": r.feasible,
+                             "ruled_out": list(r.ruled_out), "proven_feasible": list(r.proven_feasible),
+                             "error": r.error} for r in res.certificate)
+        stopped = res.status == "budget"
+        return Outcome("best found" if stopped else "optimal", res.message, stopped=stopped, certificate=certificate,
+                       violations=res.violations, implied={k for r in res.certificate for k in r.proven_feasible})
+
+
+@register_method
+class Exhaustive(SearchMethod):
+    name = "exhaustive"
+    rank = 1
+    summary = "prices and evaluates every variant with a feasible deployment (ground truth on small spaces)"
+    certifies = True
+
+    def run(self, ctx: SearchContext) -> Outcome:
+        ctx.price_all()
+        for v in ctx.variants:
+            if ctx.ev.price(v).feasible and not ctx.ev.evaluated(v):
+                reason = ctx.stop()
+                if reason:
+                    return Outcome("best found", f"stopped before evaluating every variant: {reason}", stopped=True)
+                ctx.ev.quality(v)
+        return Outcome("optimal", "every variant with a feasible deployment was evaluated")

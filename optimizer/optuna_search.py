@@ -26,14 +26,16 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, ClassVar, Sequence
 
-from profilers._config import invalid, to_json_dict
+from profilers.config import invalid, to_json_dict
 
-__all__ = ["PRUNERS", "make_pruner", "check_fidelities", "run_optuna", "study_name", "storage_for", "counted"]
+from .methods import Outcome, SearchContext, SearchMethod, register_method
+
+__all__ = ["PRUNERS", "make_pruner", "check_fidelities", "run_optuna", "study_name", "storage_for", "counted",
+           "OptunaMethod", "TPE", "Random", "NSGA2"]
 
 PRUNERS = ("threshold", "median", "hyperband", "successive_halving", "none")
-KNOB_NAMES = ("distill", "prune", "quantize")
 
 
 def study_name(workload: Any, space: Any, cost_model: Any, min_quality: float, method: str, seed: int) -> str:
@@ -60,13 +62,11 @@ def storage_for(storage: Any, output_dir: Path | None):
     return storage  # an optuna storage object
 
 
-def check_fidelities(fidelities: Any, method: str) -> tuple[float, ...]:
-    """Validated rungs, increasing, ending at 1.0 (appended when missing); () = single fidelity."""
+def check_fidelities(fidelities: Any) -> tuple[float, ...]:
+    """Validated rungs, increasing, ending at 1.0 (appended when missing); () = single fidelity.
+    (Which methods take ``fidelities`` is declared on the methods: :attr:`SearchMethod.options`.)"""
     if fidelities is None:
         return ()
-    if method not in ("tpe", "random"):
-        raise invalid("search", "fidelities", "None for method " + repr(method) + " (multi-fidelity needs a "
-                      "single-objective Optuna method: 'tpe' or 'random')", fidelities)
     vals = list(fidelities) if not isinstance(fidelities, (str, bytes)) and hasattr(fidelities, "__iter__") else None
     if not vals or any(not isinstance(f, (int, float)) or isinstance(f, bool) or not 0 < f <= 1 for f in vals) \
             or any(b <= a for a, b in zip(vals, vals[1:])):
@@ -113,24 +113,19 @@ def _best_feasible(study: Any, min_quality: float) -> float:
     return min(costs, default=math.inf)
 
 
-def run_optuna(ev: Any, variants: Sequence[Any], method: str, min_quality: float, *, n_trials: int | None,
-               budget: Any, storage: Any, name: str, seed: int, progress: Callable | None,
+def run_optuna(ev: Any, variants: Sequence[Any], sampler: Any, single: bool, min_quality: float, *,
+               n_trials: int | None, budget: Any, storage: Any, name: str, progress: Callable | None,
                fidelities: tuple[float, ...] = (), pruner: Any = "threshold", prune_margin: float = 0.05,
                skip_dearer: bool = True) -> Any:
-    """Run (or resume, or join) the study; returns it. See the module docstring."""
+    """Run (or resume, or join) the study; returns it. See the module docstring. One integer
+    parameter per declared knob of the space (its level, 0 = least compressed)."""
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     by_knobs = {v.knobs: v for v in variants}
     space = ev.space
-    sizes = (len(space.distill_width), len(space.prune_amount), len(space.quantize))
-    single = method in ("tpe", "random")
-    if method == "tpe":
-        sampler = optuna.samplers.TPESampler(seed=seed)
-    elif method == "random":
-        sampler = optuna.samplers.RandomSampler(seed=seed)
-    else:
-        sampler = optuna.samplers.NSGAIISampler(seed=seed, population_size=max(4, min(20, len(variants) // 2)))
+    sizes = space.shape
+    knob_names = [n for n, _ in space.knob_fields()]
     study = optuna.create_study(study_name=name, storage=storage, sampler=sampler,
                                 directions=["minimize"] if single else ["minimize", "maximize"],
                                 pruner=make_pruner(pruner if fidelities else "none", len(fidelities) - 1, prune_margin),
@@ -158,7 +153,7 @@ def run_optuna(ev: Any, variants: Sequence[Any], method: str, min_quality: float
         return q
 
     def objective(trial: Any):
-        knobs = tuple(trial.suggest_int(n, 0, s - 1) for n, s in zip(KNOB_NAMES, sizes))
+        knobs = tuple(trial.suggest_int(n, 0, s - 1) for n, s in zip(knob_names, sizes))
         v = by_knobs[knobs]
         trial.set_user_attr("variant", v.key)
         try:
@@ -200,3 +195,85 @@ def run_optuna(ev: Any, variants: Sequence[Any], method: str, min_quality: float
         timeout = None if budget.timeout_s is None else max(0.0, budget.timeout_s - budget.elapsed_s)
         study.optimize(objective, n_trials=remaining, timeout=timeout, catch=(Exception,), callbacks=[cap])
     return study
+
+
+# ------------------------------------------------------------------------------------------------
+# the search methods
+# ------------------------------------------------------------------------------------------------
+class OptunaMethod(SearchMethod):
+    """One trial per variant on an Optuna study (see the module docstring); subclasses say which sampler."""
+
+    single: ClassVar[bool] = True  # one objective (cost, quality as a constraint) or two (Pareto)
+    options = frozenset({"n_trials", "fidelities", "pruner", "prune_margin", "skip_dearer", "storage"})
+
+    def sampler(self, ctx: SearchContext) -> Any:
+        raise NotImplementedError
+
+    def run(self, ctx: SearchContext) -> Outcome:
+        o = ctx.options
+        rungs = check_fidelities(o.get("fidelities"))
+        name = study_name(ctx.workload, ctx.ev.space, ctx.cost_model, ctx.min_quality, self.name, ctx.seed)
+        n_trials = o.get("n_trials")
+        study = run_optuna(ctx.ev, ctx.variants, self.sampler(ctx), self.single, ctx.min_quality,
+                           n_trials=n_trials if n_trials is not None else len(ctx.variants), budget=ctx.budget,
+                           storage=storage_for(o.get("storage"), ctx.output_dir), name=name, progress=ctx.progress,
+                           fidelities=rungs, pruner=o.get("pruner", "threshold"),
+                           prune_margin=o.get("prune_margin", 0.05), skip_dearer=o.get("skip_dearer", True))
+        # trials finished earlier (a resumed study, or other workers on a shared storage) count too:
+        # price their variants (cheap) and take their measured quality from the study
+        ev, pruned = ctx.ev, {}
+        by_key = {v.key: v for v in ctx.variants}
+        for t in study.trials:
+            v = by_key.get(t.user_attrs.get("variant"))
+            if v is not None and "quality" in t.user_attrs:
+                ev.price(v)
+                ev.record_quality(v, float(t.user_attrs["quality"]))  # kept if already known
+            elif v is not None and "pruned" in t.user_attrs:
+                ev.price(v)
+                pruned.setdefault(v.key, t.user_attrs["pruned"])
+        for v in ctx.variants:  # evaluations journaled in this folder (earlier runs, other workers)
+            if ev.evaluated(v):
+                ev.price(v)
+        message = f"Optuna {self.name} study {name!r}: the best of the trials run"
+        reason = ctx.stop()
+        if reason:
+            message += f"; stopped: {reason}"
+        return Outcome("best found", message, stopped=bool(reason), pruned=pruned)
+
+
+@register_method
+class TPE(OptunaMethod):
+    name = "tpe"
+    rank = 2
+    summary = "Optuna's TPESampler over the knob levels: cost as the objective, quality as a constraint"
+
+    def sampler(self, ctx: SearchContext) -> Any:
+        import optuna
+
+        return optuna.samplers.TPESampler(seed=ctx.seed)
+
+
+@register_method
+class Random(OptunaMethod):
+    name = "random"
+    rank = 3
+    summary = "Optuna's RandomSampler over the knob levels (a baseline for the other methods)"
+
+    def sampler(self, ctx: SearchContext) -> Any:
+        import optuna
+
+        return optuna.samplers.RandomSampler(seed=ctx.seed)
+
+
+@register_method
+class NSGA2(OptunaMethod):
+    name = "nsga2"
+    rank = 4
+    summary = "Optuna's NSGAIISampler on (cost, quality): the Pareto front"
+    single = False
+    options = frozenset({"n_trials", "storage"})
+
+    def sampler(self, ctx: SearchContext) -> Any:
+        import optuna
+
+        return optuna.samplers.NSGAIISampler(seed=ctx.seed, population_size=max(4, min(20, len(ctx.variants) // 2)))

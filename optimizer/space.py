@@ -5,20 +5,93 @@ distillation width, a pruning amount, a quantization mode; each knob's choices a
 least to most compressed. *Deployment choices* change only cost: the serving device and batch
 size (replicas follow from the peak traffic and the SLO). Deployment is optimized exactly, by
 enumeration, for every model variant; quality, the expensive part, is evaluated once per variant.
+
+A knob is one declared field: :func:`knob` puts a :class:`Knob` in the field's metadata, saying
+which value means "off", how values are checked and ordered, and which technique config a value
+stands for. Every search method, the variant keys and labels, the cost model's technique keys
+and the job files read the declarations, so a new search dimension is a subclass with one more
+``knob(...)`` field (see ``tests/optimizer/test_extending.py``)::
+
+    @serializable("my_space")
+    @dataclass(frozen=True)
+    class MySpace(SearchSpace):
+        sparsity: tuple[float, ...] = knob((0.0,), off=0.0, tag="s", allowed="fractions in [0, 1)",
+                                           check=lambda v: 0 <= v < 1, technique=lambda sp, v: MySparsify(v))
 """
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import math
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Callable
 
-from profilers._config import check_choice, invalid, serializable
+from profilers.config import invalid, serializable
 
-__all__ = ["SearchSpace", "Variant", "Strategy", "QUANT_ORDER", "technique_names"]
+__all__ = ["SearchSpace", "Variant", "Strategy", "Knob", "knob", "PRUNE_METHODS"]
 
-#: quantization modes from least to most compressed ("none": fp32 weights)
-QUANT_ORDER = ("none", "bf16", "fp16", "int8_weight_only", "int8_dynamic", "fp8", "int4_weight_only")
+PRUNE_METHODS = ("structured", "l1_unstructured", "semi_structured_2_4")
+
+
+@dataclass(frozen=True)
+class Knob:
+    """One search dimension, declared in a :class:`SearchSpace` field's metadata (see :func:`knob`).
+
+    * ``off``: the value that applies no technique (1.0 for a distillation width, "none" for quantize);
+    * ``tag``: the letter of the variant key (``w0.5-p0.25-qint8_dynamic``);
+    * ``allowed`` / ``check``: what a value may be (the error text, or a function returning it, and the test);
+    * ``technique(space, value)``: the technique config a value stands for (never called with ``off``);
+    * ``order``: sort key from least to most compressed (default: ascending; the lazy search assumes
+      quality does not increase along it);
+    * ``describe(value)``: the variant label's phrase (default: the technique's ``short_label()``).
+    """
+
+    off: Any
+    tag: str
+    allowed: str | Callable[[], str]
+    check: Callable[[Any], bool]
+    technique: Callable[[Any, Any], Any]
+    order: Callable[[Any], Any] | None = None
+    describe: Callable[[Any], str] | None = None
+
+
+def knob(default: tuple, **kw: Any) -> Any:
+    """A dataclass field that is a search dimension (keyword arguments: those of :class:`Knob`)."""
+    return field(default=tuple(default), metadata={"knob": Knob(**kw)})
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _int_at_least(v: Any, lo: int) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= lo
+
+
+def _distill(space: "SearchSpace", width: float) -> Any:
+    from profilers.techniques import Distill
+
+    return Distill(width=width, steps=space.distill_steps)
+
+
+def _prune(space: "SearchSpace", amount: float) -> Any:
+    from profilers.techniques import Prune
+
+    a = 0.5 if space.prune_method == "semi_structured_2_4" else amount  # 2:4 is 50 % by definition
+    return Prune(space.prune_method, amount=a, finetune_steps=space.finetune_steps)
+
+
+def _quantize(space: "SearchSpace", mode: str) -> Any:
+    from profilers.techniques import Quantize
+
+    return Quantize(mode)
+
+
+def _quant_modes() -> tuple[str, ...]:
+    from profilers.techniques.quantization import MODES
+
+    return ("none", *MODES)
 
 
 @serializable("search_space")
@@ -27,15 +100,23 @@ class SearchSpace:
     """Knobs and deployment choices.
 
     * ``distill_width``: student widths (1.0 = no distillation), e.g. ``(1.0, 0.75, 0.5)``;
-    * ``prune_amount``: structured pruning amounts (0.0 = none), e.g. ``(0.0, 0.25, 0.5)``;
-    * ``quantize``: modes from :data:`QUANT_ORDER` ("none" = as trained);
+    * ``prune_amount``: pruning amounts (0.0 = none), e.g. ``(0.0, 0.25, 0.5)``, by ``prune_method``;
+    * ``quantize``: ``"none"`` (as trained) or modes of :class:`profilers.techniques.Quantize`;
     * ``devices``: catalog names to serve on; ``batch_sizes``: serving batch sizes to consider;
     * ``finetune_steps`` / ``distill_steps``: training each pruned / distilled variant gets.
     """
 
-    distill_width: tuple[float, ...] = (1.0,)
-    prune_amount: tuple[float, ...] = (0.0,)
-    quantize: tuple[str, ...] = ("none",)
+    distill_width: tuple[float, ...] = knob(
+        (1.0,), off=1.0, tag="w", allowed="a fraction in (0, 1] (1.0 = no distillation)",
+        check=lambda v: _is_num(v) and 0 < v <= 1, technique=_distill, order=lambda v: -v,
+        describe=lambda v: f"distill to width {v:g}")
+    prune_amount: tuple[float, ...] = knob(
+        (0.0,), off=0.0, tag="p", allowed="a fraction in [0, 1) (0.0 = no pruning)",
+        check=lambda v: _is_num(v) and 0 <= v < 1, technique=_prune, describe=lambda v: f"prune {v:.0%}")
+    quantize: tuple[str, ...] = knob(
+        ("none",), off="none", tag="q", allowed=lambda: "one of " + ", ".join(map(repr, _quant_modes())),
+        check=lambda v: v in _quant_modes(), technique=_quantize, order=lambda v: _quant_modes().index(v),
+        describe=lambda v: f"quantize {v}")
     prune_method: str = "structured"
     finetune_steps: int = 100
     distill_steps: int = 300
@@ -43,127 +124,141 @@ class SearchSpace:
     batch_sizes: tuple[int, ...] = (1, 16, 64)
 
     def __post_init__(self) -> None:
-        o = "SearchSpace"
-        for f in ("distill_width", "prune_amount", "quantize", "devices", "batch_sizes"):
-            v = getattr(self, f)
-            if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__") or len(tuple(v)) == 0:
-                raise invalid(o, f, "a non-empty list", v)
-            object.__setattr__(self, f, tuple(v))
-        for w in self.distill_width:
-            if not isinstance(w, (int, float)) or isinstance(w, bool) or not 0 < w <= 1:
-                raise invalid(o, "distill_width", "fractions in (0, 1] (1.0 = no distillation)", w)
-        for a in self.prune_amount:
-            if not isinstance(a, (int, float)) or isinstance(a, bool) or not 0 <= a < 1:
-                raise invalid(o, "prune_amount", "fractions in [0, 1) (0.0 = no pruning)", a)
-        for q in self.quantize:
-            check_choice(o, "quantize", q, QUANT_ORDER)
-        check_choice(o, "prune_method", self.prune_method, ("structured", "l1_unstructured", "semi_structured_2_4"))
-        for f in ("finetune_steps", "distill_steps"):
-            v = getattr(self, f)
-            if not isinstance(v, int) or isinstance(v, bool) or v < (0 if f == "finetune_steps" else 1):
-                raise invalid(o, f, "an integer >= " + ("0" if f == "finetune_steps" else "1"), v)
-        for b in self.batch_sizes:
-            if not isinstance(b, int) or isinstance(b, bool) or b < 1:
-                raise invalid(o, "batch_sizes", "integers >= 1", b)
+        o = type(self).__name__
+        for name, k in self.knob_fields():
+            values = self._list(name)
+            for i, v in enumerate(values):
+                if not k.check(v):
+                    raise invalid(o, f"{name}[{i}]", k.allowed() if callable(k.allowed) else k.allowed, v)
+            self._no_duplicates(name, values)
+            object.__setattr__(self, name, tuple(sorted(values, key=k.order) if k.order else sorted(values)))
+        if self.prune_method not in PRUNE_METHODS:
+            raise invalid(o, "prune_method", "one of " + ", ".join(map(repr, PRUNE_METHODS)), self.prune_method)
+        if not _int_at_least(self.finetune_steps, 0):
+            raise invalid(o, "finetune_steps", "an integer >= 0", self.finetune_steps)
+        if not _int_at_least(self.distill_steps, 1):
+            raise invalid(o, "distill_steps", "an integer >= 1", self.distill_steps)
+        for i, b in enumerate(self._list("batch_sizes")):
+            if not _int_at_least(b, 1):
+                raise invalid(o, f"batch_sizes[{i}]", "an integer >= 1", b)
+        self._no_duplicates("batch_sizes", self.batch_sizes)
         from profilers import hardware
 
-        for d in self.devices:
-            hardware.get(d)  # names the allowed devices when unknown
-        for f in ("distill_width", "prune_amount", "quantize", "devices", "batch_sizes"):
-            v = getattr(self, f)
-            if len(set(v)) != len(v):
-                raise invalid(o, f, "a list without duplicates", list(v))
-        # order each knob from least to most compressed
-        object.__setattr__(self, "distill_width", tuple(sorted(self.distill_width, reverse=True)))
-        object.__setattr__(self, "prune_amount", tuple(sorted(self.prune_amount)))
-        object.__setattr__(self, "quantize", tuple(sorted(self.quantize, key=QUANT_ORDER.index)))
+        names = [*hardware.names(), "host"]
+        devices = []
+        for i, d in enumerate(self._list("devices")):
+            match = next((n for n in names if isinstance(d, str) and n.lower() == d.lower()), None)
+            if match is None:
+                raise invalid(o, f"devices[{i}]", "a catalog device: one of " + ", ".join(map(repr, names)), d)
+            devices.append(match)
+        self._no_duplicates("devices", devices)
+        object.__setattr__(self, "devices", tuple(devices))
+
+    def _list(self, name: str) -> tuple:
+        v = getattr(self, name)
+        if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__") or len(tuple(v)) == 0:
+            raise invalid(type(self).__name__, name, "a non-empty list", v)
+        object.__setattr__(self, name, tuple(v))
+        return tuple(v)
+
+    def _no_duplicates(self, name: str, values: tuple) -> None:
+        for i, v in enumerate(values):
+            if v in values[:i]:
+                raise invalid(type(self).__name__, f"{name}[{i}]", "a value not listed before (no duplicates)", v)
+
+    # ---- the declared dimensions ----------------------------------------------------------------
+    @classmethod
+    def knob_fields(cls) -> list[tuple[str, Knob]]:
+        """``(field name, Knob)`` of every declared dimension, in declaration order."""
+        return [(f.name, f.metadata["knob"]) for f in dataclasses.fields(cls) if "knob" in f.metadata]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        """Number of values of each knob."""
+        return tuple(len(getattr(self, n)) for n, _ in self.knob_fields())
 
     @property
     def size(self) -> int:
-        return len(self.distill_width) * len(self.prune_amount) * len(self.quantize)
+        return math.prod(self.shape)
 
     def variants(self) -> list["Variant"]:
-        """Every model variant, as knob levels (0 = least compressed) and technique configs."""
+        """Every model variant, as knob levels (0 = least compressed) and values."""
+        fields = self.knob_fields()
         out = []
-        for i, j, k in itertools.product(range(len(self.distill_width)), range(len(self.prune_amount)),
-                                         range(len(self.quantize))):
-            out.append(Variant(knobs=(i, j, k), distill_width=self.distill_width[i],
-                               prune_amount=self.prune_amount[j], quantize=self.quantize[k]))
+        for levels in itertools.product(*(range(n) for n in self.shape)):
+            values = tuple((name, getattr(self, name)[i]) for (name, _), i in zip(fields, levels))
+            out.append(Variant(knobs=levels, values=values, tags=tuple(k.tag for _, k in fields),
+                               phrases=tuple(k.describe(v) if k.describe else "" for (_, k), (_, v)
+                                             in zip(fields, values) if v != k.off)))
         return out
 
     def techniques(self, v: "Variant", fidelity: float = 1.0) -> list[Any]:
-        """The technique configs that produce variant ``v`` (distill -> prune -> quantize).
+        """The technique configs that produce variant ``v``, in composition order (each technique's
+        declared ``stage``: distill -> prune -> quantize -> mixed precision).
 
-        ``fidelity`` in (0, 1] scales the training each technique gets (distillation steps,
-        recovery fine-tuning steps; at least one step each): the low-fidelity rungs of a
-        multi-fidelity search. ``fidelity=1`` is the variant itself.
+        ``fidelity`` in (0, 1] scales the training each technique gets (``Technique.at_fidelity``:
+        at least one step each): the low-fidelity rungs of a multi-fidelity search.
         """
-        from profilers.techniques import Distill, Prune, Quantize
+        if v.techniques is not None:
+            seq = list(v.techniques)
+        else:
+            seq = [k.technique(self, value) for (name, k), (_, value) in zip(self.knob_fields(), v.values)
+                   if value != k.off]
+        seq = [t.at_fidelity(fidelity) for t in seq]
+        return sorted(seq, key=lambda t: t.stage)
 
-        def scaled(steps: int) -> int:
-            return steps if fidelity >= 1 or steps == 0 else max(1, round(steps * fidelity))
-
-        seq: list[Any] = []
-        if v.distill_width < 1:
-            seq.append(Distill(width=v.distill_width, steps=scaled(self.distill_steps)))
-        if v.prune_amount > 0:
-            kw = {"amount": 0.5} if self.prune_method == "semi_structured_2_4" else {"amount": v.prune_amount}
-            seq.append(Prune(self.prune_method, finetune_steps=scaled(self.finetune_steps), **kw))
-        if v.quantize != "none":
-            seq.append(Quantize(v.quantize))
-        return seq
+    def cost_keys(self, v: "Variant") -> tuple[str, ...]:
+        """The cost model's technique names (cost_models/data/techniques.toml) of ``v``'s techniques,
+        as each technique config declares them (``cost_key``)."""
+        return tuple(dict.fromkeys(t.cost_key for t in self.techniques(v)))
 
     def trains(self, v: "Variant") -> bool:
         """Whether producing ``v`` trains (so a lower fidelity is cheaper than the full evaluation)."""
-        return v.distill_width < 1 or (v.prune_amount > 0 and self.finetune_steps > 0)
+        return any(t.trains for t in self.techniques(v))
 
 
 @dataclass(frozen=True)
 class Variant:
+    """One point of the knob grid: its levels (0 = least compressed) and values.
+
+    A variant built outside the grid (the ``layerwise`` method's assembled model) carries its
+    technique configs in ``techniques`` with its own ``name`` (key) and ``description`` (label).
+    """
+
     knobs: tuple[int, ...]
-    distill_width: float
-    prune_amount: float
-    quantize: str
+    values: tuple[tuple[str, Any], ...]  # (knob field, value) in declaration order
+    tags: tuple[str, ...] = ()
+    phrases: tuple[str, ...] = ()  # the label's phrase of each knob that is not off
+    techniques: tuple[Any, ...] | None = None
+    name: str = ""
+    description: str = ""
+
+    def __getattr__(self, name: str) -> Any:  # v.prune_amount, v.quantize, ... (the knob values)
+        for k, value in object.__getattribute__(self, "values"):
+            if k == name:
+                return value
+        raise AttributeError(f"Variant has no knob {name!r}")
 
     @property
     def key(self) -> str:
-        return f"w{self.distill_width:g}-p{self.prune_amount:g}-q{self.quantize}"
+        if self.name:
+            return self.name
+        return "-".join(f"{t}{v:g}" if _is_num(v) else f"{t}{v}" for t, (_, v) in zip(self.tags, self.values))
 
     @property
     def label(self) -> str:
-        parts = []
-        if self.distill_width < 1:
-            parts.append(f"distill to width {self.distill_width:g}")
-        if self.prune_amount > 0:
-            parts.append(f"prune {self.prune_amount:.0%}")
-        if self.quantize != "none":
-            parts.append(f"quantize {self.quantize}")
-        return " + ".join(parts) or "baseline (as trained)"
-
-
-def technique_names(v: Variant) -> tuple[str, ...]:
-    """The cost model's technique names (cost_models/data/techniques.toml) for a variant."""
-    names = []
-    if v.distill_width < 1:
-        names.append("distill")
-    if v.prune_amount > 0:
-        names.append("prune")
-    q = v.quantize
-    if q in ("int8_weight_only", "int8_dynamic"):
-        names.append("quantize_int8")
-    elif q == "fp8":
-        names.append("quantize_fp8")
-    elif q == "int4_weight_only":
-        names.append("quantize_int4")
-    elif q in ("bf16", "fp16"):
-        names.append("mixed_precision")  # a cast to 16-bit weights: the same work as autocast
-    return tuple(names)
+        return self.description or " + ".join(self.phrases) or "baseline (as trained)"
 
 
 @serializable("strategy")
 @dataclass(frozen=True)
 class Strategy:
-    """A chosen σ: the model variant (its techniques) and its deployment, with its figures."""
+    """A chosen σ: the model variant (its techniques) and its deployment, with its figures.
+
+    ``pool`` (when the search priced a pool of device types): devices per type, e.g.
+    ``{"A10G": 2, "T4": 1}``; ``device`` is then the pool's description and ``pool_saving_usd``
+    what the pool saves against the best single device type.
+    """
 
     variant: str  # Variant.key
     label: str
@@ -176,3 +271,5 @@ class Strategy:
     quality_source: str  # "measured" or "implied (monotonicity)" or "not evaluated"
     cost_breakdown: dict[str, float] = field(default_factory=dict)  # component -> usd
     provenance: tuple[str, ...] = ()
+    pool: dict[str, int] = field(default_factory=dict)
+    pool_saving_usd: float = 0.0

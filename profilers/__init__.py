@@ -29,8 +29,8 @@ _EXPORTS = {
     "profile_layers": ".layer_profile",
     "LayerProfile": ".layer_profile",
     "assemble_layers": ".layer_profile",
-    "ConfigError": "._config",
-    "SigmastarError": "._config",
+    "ConfigError": ".config",
+    "SigmastarError": ".config",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -30,7 +30,7 @@ import torch
 from torch.multiprocessing.reductions import StorageWeakRef
 from torch.utils._pytree import tree_map
 
-from ._config import ConfigError, invalid
+from .config import ConfigError, invalid
 from .flops import count_flops, describe_inputs
 from .measurement import TORCH_DTYPES
 from .profile import DTYPE_BYTES, Profile

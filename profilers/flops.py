@@ -30,7 +30,7 @@ from torch.utils import flop_counter as fc
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_flatten, tree_map
 
-from ._config import ConfigError, invalid, serializable
+from .config import ConfigError, invalid, serializable
 from .profile import OpRecord
 
 __all__ = ["FlopCount", "OpRecord", "count_flops", "EXTRA_FORMULAS", "op_class"]

@@ -18,7 +18,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Mapping
 
-from ._config import ConfigError, check_non_negative, check_positive, invalid, serializable
+from .config import ConfigError, check_non_negative, check_positive, invalid, serializable
 
 __all__ = ["DTYPES", "DeviceSpec", "get", "names", "catalog", "load", "register", "host"]
 

@@ -31,7 +31,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._config import invalid
+from .config import invalid
 from .hardware import DeviceSpec
 
 __all__ = [

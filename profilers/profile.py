@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass, replace
 from typing import Sequence
 
-from ._config import dumps, invalid, loads, serializable
+from .config import dumps, invalid, loads, serializable
 
 __all__ = ["OpRecord", "Timing", "Profile", "DTYPE_BYTES"]
 

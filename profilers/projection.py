@@ -23,7 +23,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Sequence
 
-from ._config import invalid, serializable
+from .config import invalid, serializable
 from .hardware import DeviceSpec, get
 from .profile import DTYPE_BYTES, OpRecord, Profile
 

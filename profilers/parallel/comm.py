@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 
-from .._config import invalid
+from ..config import invalid
 from ..hardware import DeviceSpec
 
 __all__ = ["ring_all_reduce_s", "all_gather_s", "reduce_scatter_s", "p2p_s", "group_bandwidth", "spans_nodes"]

@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, Mapping
 
-from .._config import check_choice, invalid, serializable
+from ..config import check_choice, invalid, serializable
 
 __all__ = ["TransformerShape", "ParallelConfig", "RECOMPUTE", "PRECISIONS", "BYTES_PER_ELEMENT"]
 

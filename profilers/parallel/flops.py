@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .._config import check_choice, invalid, serializable
+from ..config import check_choice, invalid, serializable
 from .config import RECOMPUTE, TransformerShape
 
 __all__ = ["LayerFlops", "layer_forward_flops", "lm_head_forward_flops", "TrainingFlops", "training_flops", "megatron_flops"]

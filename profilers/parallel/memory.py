@@ -34,7 +34,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .._config import check_positive, invalid, serializable
+from ..config import check_positive, invalid, serializable
 from ..hardware import DeviceSpec
 from .config import ParallelConfig, TransformerShape
 

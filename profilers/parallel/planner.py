@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Iterable, Iterator, Sequence
 
-from .._config import invalid, serializable
+from ..config import invalid, serializable
 from ..hardware import DeviceSpec
 from .config import RECOMPUTE, ParallelConfig, TransformerShape
 from .memory import MemoryBreakdown, MemoryModel, memory_per_device

@@ -5,7 +5,7 @@ import pytest
 
 from cost_models import (CostModel, Option, Ownership, PeoplePlan, Scenario, ServingPlan, break_even, knob_names,
                          sensitivity, tornado_plot, uncertainty)
-from profilers._config import ConfigError
+from profilers.config import ConfigError
 
 from .conftest import figures
 

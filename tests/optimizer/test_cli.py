@@ -12,7 +12,7 @@ import pytest
 
 from optimizer.cli import DEFAULT_DEVICES, build_parser, main
 from profilers import Profile, Projection
-from profilers._config import from_json_dict
+from profilers.config import from_json_dict
 
 REQUIRED = ["T4", "L4", "A10G", "A100-40GB", "A100-80GB", "H100-SXM", "H100-PCIe", "H200", "B200", "MI300X"]
 

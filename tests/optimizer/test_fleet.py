@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from optimizer.fleet import Demand, DeviceOffer, FleetPlan, plan_fleet
-from profilers._config import ConfigError, dumps, loads
+from profilers.config import ConfigError, dumps, loads
 
 pytest.importorskip("highspy")
 

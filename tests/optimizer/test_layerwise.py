@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from optimizer._solver import classify
 from optimizer.layerwise import LayerOption, LayerwiseResult, solve_layerwise
-from profilers._config import ConfigError, dumps, loads
+from profilers.config import ConfigError, dumps, loads
 
 pytest.importorskip("highspy")
 TERMS = ("bytes", "bops")

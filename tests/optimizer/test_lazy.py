@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from optimizer.lazy import LazyVariant, lazy_search
-from profilers._config import ConfigError
+from profilers.config import ConfigError
 
 
 @st.composite

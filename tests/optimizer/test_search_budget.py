@@ -12,7 +12,7 @@ from optimizer import InfeasibleError, SearchSpace, search
 from optimizer.budget import SearchBudget
 from optimizer.evaluate import Evaluator
 from optimizer.optuna_search import counted
-from profilers._config import ConfigError
+from profilers.config import ConfigError
 
 # prune 80 % (cheaper to serve, quality ~0.86 after its full 40 steps) and the baseline (~0.98)
 SPACE = SearchSpace(prune_amount=(0.0, 0.8), quantize=("none",), finetune_steps=40, devices=("T4",),
@@ -121,7 +121,9 @@ def test_an_interrupted_trial_does_not_use_up_a_trial(wl, cost_model, tmp_path, 
 
 @pytest.mark.parametrize("kw, message", [
     (dict(method="lazy", fidelities=[0.5]),
-     r"^search.fidelities must be None for method 'lazy' \(multi-fidelity needs a single-objective Optuna method"),
+     r"^search.fidelities must be absent with method 'lazy' \(multi-fidelity pruning is for 'tpe' and 'random'\)"),
+    (dict(method="lazy", n_trials=1),
+     r"^search.n_trials must be absent with method 'lazy' \(a trial budget is for 'tpe', 'random' and 'nsga2'"),
     (dict(method="tpe", fidelities=[0.5, 0.25]), r"^search.fidelities must be an increasing list of fractions in "
                                                  r"\(0, 1\] \(e.g. \[0.25, 1.0\]\); got \[0.5, 0.25\]."),
     (dict(method="tpe", fidelities=[0.0]), r"^search.fidelities must be an increasing list"),
@@ -134,7 +136,7 @@ def test_an_interrupted_trial_does_not_use_up_a_trial(wl, cost_model, tmp_path, 
 ])
 def test_validation_messages(wl, cost_model, kw, message):
     with pytest.raises(ConfigError, match=message):
-        search(wl, SPACE, cost_model, min_quality=0.9, n_trials=1, **kw)
+        search(wl, SPACE, cost_model, min_quality=0.9, **{"method": "tpe", **kw})
 
 
 def test_budget_describes_an_unpriced_search():

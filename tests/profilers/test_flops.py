@@ -26,7 +26,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from profilers import ConfigError, FlopCount, analyze, count_flops
-from profilers._config import dumps, loads
+from profilers.config import dumps, loads
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 

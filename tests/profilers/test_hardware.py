@@ -13,7 +13,7 @@ import psutil
 import pytest
 
 from profilers import hardware
-from profilers._config import ConfigError, dumps, loads
+from profilers.config import ConfigError, dumps, loads
 from profilers.hardware import DeviceSpec
 from profilers.host import CpuInfo, cpu_info, formula_peak_flops, host_device_name, host_spec
 

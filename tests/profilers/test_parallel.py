@@ -9,7 +9,7 @@ import time
 import pytest
 
 from profilers import hardware
-from profilers._config import ConfigError, dumps, loads
+from profilers.config import ConfigError, dumps, loads
 from profilers.hardware import DeviceSpec
 from profilers.parallel import (
     MemoryModel, ParallelConfig, TimeModel, TransformerShape, activation_bytes_per_layer, all_gather_s,

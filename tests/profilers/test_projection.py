@@ -8,7 +8,7 @@ import math
 import pytest
 
 from profilers import ConfigError, Profile, Projection, analyze, hardware, measure, project
-from profilers._config import dumps, from_json_dict, loads, to_json_dict
+from profilers.config import dumps, from_json_dict, loads, to_json_dict
 from profilers.hardware import DeviceSpec
 from profilers.profile import OpRecord, Timing
 from profilers.projection import DEFAULT_EFFICIENCY, calibrate, roofline_time
