@@ -20,6 +20,8 @@ Every item is ``quantity x usd_per_unit = cost_usd`` with the arithmetic spelled
 
 from __future__ import annotations
 
+from profilers.render import usd
+
 import math
 from dataclasses import dataclass
 
@@ -66,12 +68,8 @@ class LineItem:
 def _item(component: str, name: str, quantity: float, unit: str, rate: float, formula: str, provenance: str,
           activity: str) -> LineItem:
     cost = quantity * rate
-    return LineItem(component, name, quantity, unit, rate, cost, f"{formula} x ${rate:,.4g}/{unit} = ${cost:,.2f}",
+    return LineItem(component, name, quantity, unit, rate, cost, f"{formula} x ${rate:,.4g}/{unit} = {usd(cost)}",
                     provenance, activity)
-
-
-def _money(x: float) -> str:
-    return f"${x:,.2f}"
 
 
 # ----------------------------------------------------------------------------------------------
@@ -132,11 +130,11 @@ def c_hardware(usage: Usage, scenario: Scenario, prices: PriceBook) -> list[Line
         base = f"{hours:,.1f} busy device-h / {own.utilization:g} utilization"
         items.append(_item("hardware", f"amortized purchase ({activity}, {device})", qty, "device-hour",
                            price / (own.lifetime_years * HOURS_PER_YEAR),
-                           f"{base} x ({_money(price)} / ({own.lifetime_years:g} y x 8760 h))", src, activity))
+                           f"{base} x ({usd(price)} / ({own.lifetime_years:g} y x 8760 h))", src, activity))
         if own.maintenance_fraction_per_year > 0:
             items.append(_item("hardware", f"maintenance ({activity}, {device})", qty, "device-hour",
                                price * own.maintenance_fraction_per_year / HOURS_PER_YEAR,
-                               f"{base} x ({_money(price)} x {own.maintenance_fraction_per_year:g}/y / 8760 h)",
+                               f"{base} x ({usd(price)} x {own.maintenance_fraction_per_year:g}/y / 8760 h)",
                                f"{src}; Ownership.maintenance_fraction_per_year", activity))
     return items
 

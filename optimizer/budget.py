@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Callable
 
 from profilers.config import invalid
+from profilers.render import usd
 
 __all__ = ["SearchBudget", "host_rate"]
 
@@ -89,7 +90,7 @@ class SearchBudget:
         if self.timeout_s is not None and self.elapsed_s + nxt > self.timeout_s:
             return f"the time budget ({self.timeout_s:g} s) would be overrun (elapsed {self.elapsed_s:.0f} s)"
         if self.budget_usd is not None and self.spent_usd + nxt / 3600 * self.usd_per_hour > self.budget_usd:
-            return (f"the compute budget (${self.budget_usd:,.2f}) would be overrun: ${self.spent_usd:,.4f} spent "
+            return (f"the compute budget ({usd(self.budget_usd)}) would be overrun: {usd(self.spent_usd)} spent "
                     f"at ${self.usd_per_hour:.4f}/h ({self.rate_source})")
         return None
 

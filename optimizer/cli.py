@@ -19,6 +19,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from profilers.render import usd
+
 __all__ = ["main", "build_parser"]
 
 DEFAULT_DEVICES = "host,T4,L4,A100-80GB,H100-SXM"
@@ -235,7 +237,7 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     prog.close()
     res = run.result
     print(f"worker done: {run.evaluations_after - before} new quality evaluations here; this worker's best: "
-          + (f"{res.best.label} on {res.best.device} (${res.best.cost_usd:,.2f})" if res.best else "none"))
+          + (f"{res.best.label} on {res.best.device} ({usd(res.best.cost_usd)})" if res.best else "none"))
     print(f"when every worker is done: sigmastar search {path} --storage {args.storage} --output {out}")
     return 0
 
@@ -254,7 +256,7 @@ def _cmd_whatif(args: argparse.Namespace) -> int:
             train = (f"train on {p['train_devices']} x {p['train_device']} ({p['train_layout']})"
                      if p.get("train_device") else "no training")
             print(f"{p['model']:<14} serve on {p['serve_device']} {p['serve_dtype']} x {p['replicas']}, {train}: "
-                  f"${p['total_usd']:,.2f}")
+                  f"{usd(p['total_usd'])}")
         else:
             print(f"{p['model']:<14} {p['status']}: {p.get('message', '')}")
     print(f"report: {files['report']}")

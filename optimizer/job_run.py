@@ -93,6 +93,7 @@ def analyze_best(job: Job, workload: Any, cost_model: Any, result: Any,
     from cost_models import Option, sensitivity
 
     from .evaluate import Evaluator
+    from .space import Variant
 
     out: dict[str, Any] = {}
     if result.best is None:
@@ -102,9 +103,11 @@ def analyze_best(job: Job, workload: Any, cost_model: Any, result: Any,
     by_key = {v.key: v for v in job.space.variants()}
     sens, note = None, ""
     for name, s in (("best", result.best), ("baseline", result.baseline)):
-        if s is None or s.variant not in by_key:
+        if s is None:
             continue
-        v = by_key[s.variant]
+        # a strategy outside the knob grid (the layerwise method's) carries its technique configs
+        v = by_key.get(s.variant) or Variant(knobs=(), values=(), techniques=tuple(s.techniques), name=s.variant,
+                                             description=s.label)
         dep = ev.price(v)
         if not dep.feasible or dep.breakdown is None:
             note = f"re-pricing the {name} failed: {dep.error or 'no feasible deployment'}"

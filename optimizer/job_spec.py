@@ -332,7 +332,7 @@ def _layer_choices(v: Any) -> tuple[Any, ...]:
     config class itself)."""
     from collections.abc import Mapping
 
-    from profilers.config import build
+    from profilers.config import build, described
     from profilers.techniques import technique_types
 
     from .layerwise_search import check_layer_choices
@@ -348,7 +348,7 @@ def _layer_choices(v: Any) -> tuple[Any, ...]:
             rest = dict(c)
             cls = types.get(rest.pop("technique", None))
             if cls is None:
-                raise invalid("Job", f"layer_choices[{i}]", allowed, c)
+                raise invalid("Job", f"layer_choices[{i}]", allowed, described(c))
             c = build(cls, rest, where("Job", f"layer_choices[{i}]"))
         out.append(c)
     return check_layer_choices(out, "Job", "layer_choices")

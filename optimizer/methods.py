@@ -85,6 +85,7 @@ class Outcome:
     violations: tuple[str, ...] = ()
     implied: set[str] = field(default_factory=set)  # variants proven feasible without an evaluation
     pruned: dict[str, str] = field(default_factory=dict)  # variant -> why it was not fully evaluated
+    layerwise: tuple[dict, ...] = ()  # the layerwise method's verification rounds
 
 
 class SearchMethod:

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
 
 from profilers.config import invalid, to_json_dict
+from profilers.render import usd
 
 from .methods import Outcome, SearchContext, SearchMethod, register_method
 
@@ -165,8 +166,8 @@ def run_optuna(ev: Any, variants: Sequence[Any], sampler: Any, single: bool, min
             if single and skip_dearer and not ev.evaluated(v):
                 best = _best_feasible(trial.study, min_quality)
                 if dep.cost_usd >= best:
-                    trial.set_user_attr("pruned", f"not trained: its cost ${dep.cost_usd:,.2f} cannot beat the best "
-                                                  f"feasible so far (${best:,.2f})")
+                    trial.set_user_attr("pruned", f"not trained: its cost {usd(dep.cost_usd)} cannot beat the best "
+                                                  f"feasible so far ({usd(best)})")
                     raise optuna.TrialPruned("dearer than the best feasible so far")
             if fidelities and space.trains(v) and not ev.evaluated(v):
                 for step, f in enumerate(fidelities[:-1], start=1):

@@ -17,6 +17,8 @@ import sys
 import time
 from typing import Any, Callable, TextIO
 
+from profilers.render import usd
+
 __all__ = ["SearchProgress", "format_duration"]
 
 def format_duration(s: float) -> str:
@@ -158,7 +160,7 @@ class SearchProgress:
             total = f"/{self.n_trials}" if self.n_trials else ""
             parts.append(f"trials {self.trial_number}{total}")
         if self.best is not None:
-            parts.append(f"best ${self.best[0]:,.2f} ({self.best[1]})")
+            parts.append(f"best {usd(self.best[0])} ({self.best[1]})")
         elif self.phase != "starting":
             parts.append("best: none yet")
         tl = self.time_left()

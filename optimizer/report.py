@@ -230,7 +230,7 @@ def search_markdown(result: Any, run: dict, files: dict[str, str]) -> str:
         cap = f" of a ${spend['budget_usd']:,.2f} budget" if "budget_usd" in spend else ""
         lines.append(f"The search itself cost ${spend['spent_usd']:,.4f}{cap} ({spend['rate_source']}).")
     if result.status == "best found" and result.message:
-        lines.append(f"It stopped before certifying an optimum: {result.message}.")
+        lines.append(f"The answer is not certified optimal: {result.message.rstrip('.')}.")
     pruned = sum(1 for t in result.trials if t.state == "pruned")
     if pruned:
         lines.append(f"{pruned} variant{'s were' if pruned != 1 else ' was'} pruned before a full evaluation "
@@ -255,6 +255,22 @@ def search_markdown(result: Any, run: dict, files: dict[str, str]) -> str:
                                  [[c["evaluated"], fmt_num(c.get("quality"), ".4f"),
                                    "yes" if c.get("feasible") else "no", len(c.get("ruled_out", [])),
                                    len(c.get("proven_feasible", []))] for c in result.certificate]), ""]
+    if result.layerwise:
+        lines += ["Layer-wise rounds: each solves the ILP (fewest deployed bytes with the summed per-layer "
+                  "sensitivities within base - target), assembles that model and measures it; a round that misses "
+                  "the target tightens the cap for the next.", "",
+                  markdown_table(["round", "sensitivity cap", "solve", "layers changed", "predicted quality",
+                                  "measured quality", "measured bytes"],
+                                 [[r["round"], fmt_num(r.get("sensitivity_cap"), ".4g"), r["solve"],
+                                   sum(1 for c in r.get("assignment", {}).values() if c != "fp32"),
+                                   fmt_num(r.get("predicted_quality"), ".4f"), fmt_num(r.get("measured_quality"), ".4f"),
+                                   fmt_num(r.get("measured_bytes"), ",.0f")] for r in result.layerwise], "rrlrrrr"), ""]
+    if best is not None and best.pool:
+        lines += [f"Serving on a pool of device types ({best.device}) saves **{usd(best.pool_saving_usd)}** against "
+                  "the best single device type: integer replicas of one type leave capacity idle that a smaller "
+                  "device fills (plan_fleet, an exact ILP over the price book's rates and each device's projected "
+                  "throughput at its cheapest SLO-meeting batch).", "",
+                  markdown_table(["device", "devices"], [[d, n] for d, n in sorted(best.pool.items())], "lr"), ""]
     if result.violations:
         lines += ["Monotonicity violations seen (quality rose with more compression):", ""]
         lines += [f"- {v}" for v in result.violations] + [""]
@@ -280,9 +296,13 @@ def search_markdown(result: Any, run: dict, files: dict[str, str]) -> str:
         strat = best if name == "best" else base
         title = "chosen strategy" if name == "best" else "baseline"
         lines += [f"### Line items of the {title}", ""]
-        if strat is not None and abs(br.total_usd - strat.cost_usd) > 1e-6 * max(1.0, strat.cost_usd):
+        single = strat.cost_usd + strat.pool_saving_usd if strat is not None else None  # one device type
+        if strat is not None and strat.pool:
+            lines += [f"(On one device type, {br.serve_device}; the pool of device types replaces its serving compute "
+                      f"and saves {usd(strat.pool_saving_usd)}, see above.)", ""]
+        if strat is not None and abs(br.total_usd - single) > 1e-6 * max(1.0, single):
             lines += [f"(Re-priced after the search from a new measurement on this machine: {usd(br.total_usd)} "
-                      f"here against {usd(strat.cost_usd)} in the search.)", ""]
+                      f"here against {usd(single)} in the search.)", ""]
         lines += [line_items_table(br, "markdown", formulas=True, sources=True), ""]
         if br.replicas:
             lines += [f"Replicas: {br.replicas}; training runs: {br.training_runs}; per 1,000 requests: "

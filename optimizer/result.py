@@ -59,6 +59,7 @@ class SearchResult:
     violations: tuple[str, ...] = ()
     closest: tuple[dict, ...] = ()  # when infeasible: the nearest candidates and what each missed
     spend: dict = field(default_factory=dict)  # elapsed_s, and spent_usd with its rate when priced (optimizer.budget)
+    layerwise: tuple[dict, ...] = ()  # the layerwise method's solve -> assemble -> measure rounds
 
     # ---- figures ------------------------------------------------------------------------------
     @property

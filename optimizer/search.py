@@ -176,4 +176,4 @@ def _assemble(ctx: SearchContext, method: str, outcome: Outcome, seconds: float)
         method=method, status=status, message=message, min_quality=float(min_quality), best=best, baseline=baseline,
         pareto=pareto, trials=tuple(trials), quality_evaluations=sum(1 for v in variants if ev.evaluated(v)),
         seconds=seconds, certificate=outcome.certificate, violations=outcome.violations, closest=closest,
-        spend=ctx.budget.describe())
+        spend=ctx.budget.describe(), layerwise=outcome.layerwise)

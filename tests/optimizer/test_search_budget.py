@@ -63,7 +63,7 @@ def test_budget_usd_stops_before_an_evaluation_and_says_why(wl, cost_model, tmp_
                output_dir=tmp_path, profile_time_cap_s=0.2)
     res = e.value.result
     assert res.status == "best found" and res.quality_evaluations == 0
-    assert "compute budget ($0.00) would be overrun" in str(e.value) and "To fix: raise the budget" in str(e.value)
+    assert "compute budget ($1e-09) would be overrun" in str(e.value) and "To fix: raise the budget" in str(e.value)
     assert res.spend["usd_per_hour"] == 1.0 and res.spend["spent_usd"] > res.spend["budget_usd"]
     assert not (tmp_path / "evaluations.jsonl").exists() or not _journal(tmp_path)
 
