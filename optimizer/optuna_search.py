@@ -207,8 +207,16 @@ class OptunaMethod(SearchMethod):
     single: ClassVar[bool] = True  # one objective (cost, quality as a constraint) or two (Pareto)
     options = frozenset({"n_trials", "fidelities", "pruner", "prune_margin", "skip_dearer", "storage"})
 
+    #: the ``optuna.samplers`` class this method runs, seeded with the search's seed
+    sampler_class: ClassVar[str]
+
+    def sampler_kwargs(self, ctx: SearchContext) -> dict[str, Any]:
+        return {}
+
     def sampler(self, ctx: SearchContext) -> Any:
-        raise NotImplementedError
+        import optuna
+
+        return getattr(optuna.samplers, self.sampler_class)(seed=ctx.seed, **self.sampler_kwargs(ctx))
 
     def run(self, ctx: SearchContext) -> Outcome:
         o = ctx.options
@@ -247,11 +255,7 @@ class TPE(OptunaMethod):
     name = "tpe"
     rank = 2
     summary = "Optuna's TPESampler over the knob levels: cost as the objective, quality as a constraint"
-
-    def sampler(self, ctx: SearchContext) -> Any:
-        import optuna
-
-        return optuna.samplers.TPESampler(seed=ctx.seed)
+    sampler_class = "TPESampler"
 
 
 @register_method
@@ -259,11 +263,7 @@ class Random(OptunaMethod):
     name = "random"
     rank = 3
     summary = "Optuna's RandomSampler over the knob levels (a baseline for the other methods)"
-
-    def sampler(self, ctx: SearchContext) -> Any:
-        import optuna
-
-        return optuna.samplers.RandomSampler(seed=ctx.seed)
+    sampler_class = "RandomSampler"
 
 
 @register_method
@@ -271,10 +271,9 @@ class NSGA2(OptunaMethod):
     name = "nsga2"
     rank = 4
     summary = "Optuna's NSGAIISampler on (cost, quality): the Pareto front"
+    sampler_class = "NSGAIISampler"
     single = False
     options = frozenset({"n_trials", "storage"})
 
-    def sampler(self, ctx: SearchContext) -> Any:
-        import optuna
-
-        return optuna.samplers.NSGAIISampler(seed=ctx.seed, population_size=max(4, min(20, len(ctx.variants) // 2)))
+    def sampler_kwargs(self, ctx: SearchContext) -> dict[str, Any]:
+        return {"population_size": max(4, min(20, len(ctx.variants) // 2))}

@@ -29,6 +29,8 @@ _EXPORTS = {
     "profile_layers": ".layer_profile",
     "LayerProfile": ".layer_profile",
     "assemble_layers": ".layer_profile",
+    "config": None,  # the one error format, JSON round trip and validation layer (torch-free)
+    "render": None,  # tables and money, on pandas (torch-free)
     "ConfigError": ".config",
     "SigmastarError": ".config",
 }

@@ -121,7 +121,7 @@ class Profile:
     train_peak_memory_bytes: int | None = None
     memory_method: str = ""
     serialized_bytes: int | None = None  # torch.save(state_dict) size
-    sparse_serialized_bytes: int | None = None  # same, weights with zeros as values + bitmask (None: no zeros)
+    sparse_serialized_bytes: int | None = None  # same, weights stored as values + bitmask where smaller (None: no weight is)
     gradient_bytes: int | None = None
     optimizer_state_bytes: int | None = None
     activation_bytes: int | None = None  # saved for backward, one training step
