@@ -12,7 +12,9 @@
    through the same ``apply``, ``measure``, projection and cost model as every other strategy,
    and its quality is measured again by the same evaluator (journaled like any evaluation).
 
-The ILP's objective is bytes, not dollars (a per-layer dollar term is not additive: a layer's share
+Budgets: the ILP's is in bytes (``max_bytes``); the method's own compute is capped like every
+method's (``budget_usd``, ``timeout_s``, ``max_evaluations``), checked before each stage (profiling,
+solving and verifying, pricing). The ILP's objective is bytes, not dollars (a per-layer dollar term is not additive: a layer's share
 of the serving cost depends on the whole model's latency). So the unchanged model, also an
 assignment, is priced and measured too, and the answer is the cheaper in dollars of the two that
 meet the target. It is not certified against the whole knob space (status "best found"); the
@@ -91,6 +93,9 @@ class Layerwise(SearchMethod):
         if ctx.min_quality > prof.base_quality:
             return Outcome("infeasible", f"the unchanged model measures {prof.base_quality:.6g}, below the target "
                            f"{ctx.min_quality:g}: no per-layer choice can raise it")
+        reason = ctx.stop()
+        if reason:
+            return Outcome("best found", f"stopped after profiling the layers, before solving: {reason}", stopped=True)
         budgets = {"bytes": float(ctx.options["max_bytes"])} if "max_bytes" in ctx.options else {}
         vr = verify_layerwise(ctx.workload, prof, target_quality=ctx.min_quality, objective="bytes", budgets=budgets)
         rounds = tuple({"round": r.index, "sensitivity_cap": r.sensitivity_cap, "solve": r.solve_status,

@@ -109,6 +109,7 @@ def search(workload: Any, space: SearchSpace, cost_model: Any, *, min_quality: f
     if rungs or pruner is not None or prune_margin is not None:  # validated up front, before any work
         make_pruner(pruner if pruner is not None else "threshold", max(1, len(rungs) - 1),
                     prune_margin if prune_margin is not None else 0.05)
+    _check_batches(workload, space)
     budget = SearchBudget.for_search(cost_model, timeout_s=timeout_s, max_evaluations=max_evaluations,
                                      budget_usd=budget_usd, usd_per_hour=usd_per_hour)
     out = Path(output_dir) if output_dir is not None else None
@@ -124,6 +125,25 @@ def search(workload: Any, space: SearchSpace, cost_model: Any, *, min_quality: f
     if result.best is None and raise_infeasible:
         raise InfeasibleError(result)
     return result
+
+
+def _check_batches(workload: Any, space: SearchSpace) -> None:
+    """Reject a serving batch whose inputs alone exceed the memory of every device in the space
+    (pricing it would allocate those inputs here first): ``batch x bytes of one sample's inputs``,
+    the sample's bytes measured on ``workload.inputs(1)``."""
+    import torch
+    from torch.utils._pytree import tree_leaves
+
+    from profilers import hardware
+
+    per_sample = sum(t.numel() * t.element_size() for t in tree_leaves(workload.inputs(1))
+                     if isinstance(t, torch.Tensor))
+    largest = max((hardware.get(d) for d in space.devices), key=lambda spec: spec.memory_bytes)
+    for i, b in enumerate(space.batch_sizes):
+        if b * per_sample > largest.memory_bytes:
+            raise invalid("SearchSpace", f"batch_sizes[{i}]", f"a batch whose inputs fit in the largest device's "
+                          f"memory ({largest.name}: {largest.memory_gb:g} GB; at {per_sample:,} bytes of inputs a "
+                          f"sample, at most {int(largest.memory_bytes // per_sample):,} samples)", b)
 
 
 def _assemble(ctx: SearchContext, method: str, outcome: Outcome, seconds: float) -> SearchResult:

@@ -29,9 +29,7 @@ from typing import Any, Callable
 
 from profilers.config import invalid, serializable
 
-__all__ = ["SearchSpace", "Variant", "Strategy", "Knob", "knob", "PRUNE_METHODS"]
-
-PRUNE_METHODS = ("structured", "l1_unstructured", "semi_structured_2_4")
+__all__ = ["SearchSpace", "Variant", "Strategy", "Knob", "knob"]
 
 
 @dataclass(frozen=True)
@@ -132,8 +130,10 @@ class SearchSpace:
                     raise invalid(o, f"{name}[{i}]", k.allowed() if callable(k.allowed) else k.allowed, v)
             self._no_duplicates(name, values)
             object.__setattr__(self, name, tuple(sorted(values, key=k.order) if k.order else sorted(values)))
-        if self.prune_method not in PRUNE_METHODS:
-            raise invalid(o, "prune_method", "one of " + ", ".join(map(repr, PRUNE_METHODS)), self.prune_method)
+        from profilers.techniques.pruning import METHODS as prune_methods
+
+        if self.prune_method not in prune_methods:
+            raise invalid(o, "prune_method", "one of " + ", ".join(map(repr, prune_methods)), self.prune_method)
         if not _int_at_least(self.finetune_steps, 0):
             raise invalid(o, "finetune_steps", "an integer >= 0", self.finetune_steps)
         if not _int_at_least(self.distill_steps, 1):

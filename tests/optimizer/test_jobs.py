@@ -224,7 +224,7 @@ CASES = [
     (edit(BASE, "space.batch_sizes", [16, 0]), "job.space.batch_sizes[1] must be an integer >= 1; got 0."),
     (edit(BASE, "space.batch_sizes", [16, 2.5]), "job.space.batch_sizes[1] must be an integer >= 1; got 2.5."),
     (edit(BASE, "space.prune_method", "random"),
-     "job.space.prune_method must be one of 'structured', 'l1_unstructured', 'semi_structured_2_4'; got 'random'."),
+     "job.space.prune_method must be one of 'l1_unstructured', 'structured', 'semi_structured_2_4'; got 'random'."),
     (edit(BASE, "space.finetune_steps", -1), "job.space.finetune_steps must be an integer >= 0; got -1."),
     (edit(BASE, "space.distill_steps", 0), "job.space.distill_steps must be an integer >= 1; got 0."),
     # the constraints

@@ -158,6 +158,11 @@ def test_validation_messages(wl, cost_model):
     # each message names the element (the field path), whether built here or from a job file
     with pytest.raises(ConfigError, match=r"^SearchSpace.prune_amount\[0\] must be a fraction in \[0, 1\)"):
         SearchSpace(prune_amount=(1.0,))
+    # digits inputs: 1 x 8 x 8 fp32 = 256 bytes a sample; an H100-SXM's 80 GB hold 312,500,000 samples
+    with pytest.raises(ConfigError, match=r"^SearchSpace.batch_sizes\[1\] must be a batch whose inputs fit in the "
+                                          r"largest device's memory \(H100-SXM: 80 GB; at 256 bytes of inputs a "
+                                          r"sample, at most 312,500,000 samples\); got 1000000000\.$"):
+        search(wl, SearchSpace(devices=("T4", "H100-SXM"), batch_sizes=(16, 10**9)), cost_model, min_quality=0.9)
     with pytest.raises(ConfigError, match=r"^SearchSpace.devices\[0\] must be a catalog device: one of"):
         SearchSpace(devices=("TPU-v9",))
     with pytest.raises(ConfigError, match=r"^SearchSpace.quantize\[0\] must be one of 'none', 'bf16'"):
