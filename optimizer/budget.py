@@ -30,14 +30,6 @@ def host_rate(cost_model: Any) -> tuple[float, str]:
     return n * row.usd_per_unit, f"{n} vCPU (this machine) x {row.cite()}"
 
 
-def _optional_positive(field_name: str, v: Any, *, integer: bool = False) -> None:
-    if v is None:
-        return
-    ok = isinstance(v, int) if integer else isinstance(v, (int, float))
-    if not ok or isinstance(v, bool) or not (v > 0 if not integer else v >= 1) or not math.isfinite(v):
-        raise invalid("search", field_name, "None or an integer >= 1" if integer else "None or a number > 0", v)
-
-
 @dataclass
 class SearchBudget:
     """Limits on one search call; None = no limit of that kind."""
@@ -51,9 +43,10 @@ class SearchBudget:
     t0: float = field(default=0.0)
 
     def __post_init__(self) -> None:
-        _optional_positive("timeout_s", self.timeout_s)
-        _optional_positive("max_evaluations", self.max_evaluations, integer=True)
-        _optional_positive("budget_usd", self.budget_usd)
+        from .search_options import check_search_options
+
+        check_search_options("search", {"timeout_s": self.timeout_s, "max_evaluations": self.max_evaluations,
+                                        "budget_usd": self.budget_usd})
         if not isinstance(self.usd_per_hour, (int, float)) or isinstance(self.usd_per_hour, bool) \
                 or not self.usd_per_hour >= 0 or not math.isfinite(self.usd_per_hour):
             raise invalid("search", "usd_per_hour", "a number >= 0", self.usd_per_hour)

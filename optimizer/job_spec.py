@@ -27,14 +27,13 @@ from profilers.config import (
     where,
 )
 
+from .search_options import MAX_SEED, check_search_options
 from .space import SearchSpace
 from .whatif import WhatIf
 
 __all__ = ["KINDS", "MAX_SEED", "Job", "search_method_names"]
 
 KINDS = ("search", "whatif")
-#: seeds are 32-bit (NumPy's and Optuna's samplers take seeds in [0, 2**32 - 1])
-MAX_SEED = 2**32 - 1
 #: the search() keywords every method takes (the others are each method's ``options``)
 _EVERY_METHOD = ("timeout_s", "max_evaluations", "budget_usd", "usd_per_hour", "seed", "profile_time_cap_s", "pool")
 
@@ -123,9 +122,8 @@ class Job:
             if tr.unit == "tokens" and tr.tokens_per_sample != self.whatif.train_seq_len:
                 raise invalid(o, "scenario.training.tokens_per_sample", f"{where(o, 'whatif.train_seq_len')} "
                               f"({self.whatif.train_seq_len}) in a what-if (or absent)", tr.tokens_per_sample)
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool) or not 0 <= self.seed <= MAX_SEED:
-            raise invalid(o, "seed", "an integer in [0, 2**32 - 1]", self.seed)
-        _positive(o, "profile_time_cap_s", self.profile_time_cap_s)
+        if self.kind != "search":  # a what-if's (a search's are checked with its other search options)
+            check_search_options(o, {"seed": self.seed, "profile_time_cap_s": self.profile_time_cap_s})
         self._check_prices_cover()
         check_fields(self)
 
@@ -162,34 +160,12 @@ class Job:
         from .methods import get_method
 
         method = get_method(self.method, o, "method")
-        options = {k: getattr(self, k) for k in _search_keywords() if k not in _EVERY_METHOD}
-        method.check_options({k: v for k, v in options.items() if v is not None}, owner=o)
-        if self.n_trials is not None:
-            check_int(o, "n_trials", self.n_trials, 1)
-        for f in ("timeout_s", "budget_usd", "usd_per_hour"):
-            if getattr(self, f) is not None:
-                _positive(o, f, getattr(self, f))
-        if self.max_evaluations is not None:
-            check_int(o, "max_evaluations", self.max_evaluations, 1)
-        if self.fidelities is not None:
-            object.__setattr__(self, "fidelities", _fidelities(self.fidelities))
-        if self.pruner is not None:
-            from .optuna_search import PRUNERS
-
-            check_choice(o, "pruner", self.pruner, PRUNERS)
-        if self.prune_margin is not None and (not _is_num(self.prune_margin) or self.prune_margin < 0):
-            raise invalid(o, "prune_margin", "a number >= 0", self.prune_margin)
-        if self.skip_dearer is not None and not isinstance(self.skip_dearer, bool):
-            raise invalid(o, "skip_dearer", "true or false", self.skip_dearer)
-        if self.storage is not None:
-            _check_storage(self.storage)
-        if self.layer_choices is not None:
+        if self.layer_choices is not None:  # tables naming technique configs -> the configs
             object.__setattr__(self, "layer_choices", _layer_choices(self.layer_choices))
-        if self.max_bytes is not None:
-            _positive(o, "max_bytes", self.max_bytes)
-        if not isinstance(self.pool, bool):
-            raise invalid(o, "pool", "true or false (serve on the cheapest mix of the space's device types)",
-                          self.pool)
+        given = {k: getattr(self, k) for k in _search_keywords()}
+        method.check_options({k: v for k, v in given.items() if k not in _EVERY_METHOD and v is not None}, owner=o)
+        for k, v in check_search_options(o, given).items():
+            object.__setattr__(self, k, v)
 
     def _check_prices_cover(self) -> None:
         """Every rented GPU the job may use needs a price at the scenario's tier (else nothing can be priced)."""
@@ -321,11 +297,6 @@ def _is_num(v: Any) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
-def _positive(owner: str, f: str, v: Any) -> None:
-    if not _is_num(v) or v <= 0:
-        raise invalid(owner, f, "a number > 0", v)
-
-
 def _layer_choices(v: Any) -> tuple[Any, ...]:
     """Technique configs, each given as a config or a table naming it (``{technique = "quantize",
     mode = "int8_weight_only"}``: the config's JSON type tag and its fields, built and checked by the
@@ -334,8 +305,6 @@ def _layer_choices(v: Any) -> tuple[Any, ...]:
 
     from profilers.config import build, described
     from profilers.techniques import technique_types
-
-    from .layerwise_search import check_layer_choices
 
     types = {getattr(c, "_json_tag", ""): c for c in technique_types() if "layers" in c.__dataclass_fields__}
     allowed = "a table naming a technique that takes a layer selector (technique = " + \
@@ -351,42 +320,7 @@ def _layer_choices(v: Any) -> tuple[Any, ...]:
                 raise invalid("Job", f"layer_choices[{i}]", allowed, described(c))
             c = build(cls, rest, where("Job", f"layer_choices[{i}]"))
         out.append(c)
-    return check_layer_choices(out, "Job", "layer_choices")
-
-
-def _fidelities(v: Any) -> tuple[float, ...]:
-    from profilers.config import check_list
-
-    def fraction(f: str, x: Any) -> float:
-        if not _is_num(x) or not 0 < x <= 1:
-            raise invalid("Job", f, "a fraction in (0, 1]", x)
-        return float(x)
-
-    vals = check_list("Job", "fidelities", v, fraction)
-    if any(b <= a for a, b in zip(vals, vals[1:])):
-        raise invalid("Job", "fidelities", "an increasing list of fractions in (0, 1] (e.g. [0.25, 1.0])", v)
-    return vals
-
-
-#: the SQLAlchemy dialects a database storage URL may name (those SQLAlchemy ships)
-_DIALECTS = ("sqlite", "postgresql", "mysql", "mssql", "oracle")
-
-
-def _check_storage(v: Any) -> None:
-    """A journal file path, or a database URL whose dialect SQLAlchemy can load (RDB storage)."""
-    if not isinstance(v, str) or not v.strip():
-        raise invalid("Job", "storage", "a non-empty string", v)
-    if "://" not in v:
-        return  # a journal file
-    from sqlalchemy.engine import make_url
-    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
-
-    allowed = ("a journal file path or a database URL of a dialect SQLAlchemy can load (" + ", ".join(_DIALECTS)
-               + ", e.g. 'sqlite:///study.db', 'postgresql://user@host/db')")
-    try:
-        make_url(v).get_dialect()
-    except (NoSuchModuleError, ArgumentError, ValueError) as e:
-        raise invalid("Job", "storage", f"{allowed} ({type(e).__name__}: {e})", v) from None
+    return tuple(out)  # each checked as a layer choice with the other search options
 
 
 def _build_workload(spec: str, base: Path) -> Any:

@@ -33,7 +33,7 @@ from profilers.render import usd
 
 from .methods import Outcome, SearchContext, SearchMethod, register_method
 
-__all__ = ["PRUNERS", "make_pruner", "check_fidelities", "run_optuna", "study_name", "storage_for", "counted",
+__all__ = ["PRUNERS", "make_pruner", "rungs", "run_optuna", "study_name", "storage_for", "counted",
            "OptunaMethod", "TPE", "Random", "NSGA2"]
 
 PRUNERS = ("threshold", "median", "hyperband", "successive_halving", "none")
@@ -63,38 +63,28 @@ def storage_for(storage: Any, output_dir: Path | None):
     return storage  # an optuna storage object
 
 
-def check_fidelities(fidelities: Any) -> tuple[float, ...]:
-    """Validated rungs, increasing, ending at 1.0 (appended when missing); () = single fidelity.
-    (Which methods take ``fidelities`` is declared on the methods: :attr:`SearchMethod.options`.)"""
+def rungs(fidelities: Any) -> tuple[float, ...]:
+    """The rungs of checked ``fidelities`` (see :mod:`optimizer.search_options`), ending at the full
+    run 1.0 (appended when missing); () = single fidelity."""
     if fidelities is None:
         return ()
-    vals = list(fidelities) if not isinstance(fidelities, (str, bytes)) and hasattr(fidelities, "__iter__") else None
-    if not vals or any(not isinstance(f, (int, float)) or isinstance(f, bool) or not 0 < f <= 1 for f in vals) \
-            or any(b <= a for a, b in zip(vals, vals[1:])):
-        raise invalid("search", "fidelities", "an increasing list of fractions in (0, 1] (e.g. [0.25, 1.0])",
-                      fidelities)
-    if vals[-1] < 1:
-        vals.append(1.0)
-    return tuple(float(f) for f in vals)
+    vals = [float(f) for f in fidelities]
+    return tuple(vals if vals[-1] >= 1 else [*vals, 1.0])
 
 
-def make_pruner(pruner: Any, rungs: int, margin: float):
-    """An Optuna pruner from a name (:data:`PRUNERS`) or a ``BasePruner`` instance."""
+def make_pruner(pruner: Any, n_rungs: int, margin: float):
+    """An Optuna pruner from a name (:data:`PRUNERS`) or a ``BasePruner`` instance (both checked by
+    :mod:`optimizer.search_options`); ``margin`` in quality units for the threshold pruner."""
     import optuna
 
     if isinstance(pruner, optuna.pruners.BasePruner):
         return pruner
-    if pruner not in PRUNERS:
-        raise invalid("search", "pruner", "one of " + ", ".join(map(repr, PRUNERS)) + " or an optuna BasePruner",
-                      pruner)
-    if not isinstance(margin, (int, float)) or isinstance(margin, bool) or not margin >= 0:
-        raise invalid("search", "prune_margin", "a number >= 0 (quality units)", margin)
     if pruner == "threshold":
         return optuna.pruners.ThresholdPruner(upper=float(margin))
     if pruner == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=0)
     if pruner == "hyperband":
-        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, rungs), reduction_factor=3)
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource=max(1, n_rungs), reduction_factor=3)
     if pruner == "successive_halving":
         return optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=3)
     return optuna.pruners.NopPruner()
@@ -220,13 +210,13 @@ class OptunaMethod(SearchMethod):
 
     def run(self, ctx: SearchContext) -> Outcome:
         o = ctx.options
-        rungs = check_fidelities(o.get("fidelities"))
+        steps = rungs(o.get("fidelities"))
         name = study_name(ctx.workload, ctx.ev.space, ctx.cost_model, ctx.min_quality, self.name, ctx.seed)
         n_trials = o.get("n_trials")
         study = run_optuna(ctx.ev, ctx.variants, self.sampler(ctx), self.single, ctx.min_quality,
                            n_trials=n_trials if n_trials is not None else len(ctx.variants), budget=ctx.budget,
                            storage=storage_for(o.get("storage"), ctx.output_dir), name=name, progress=ctx.progress,
-                           fidelities=rungs, pruner=o.get("pruner", "threshold"),
+                           fidelities=steps, pruner=o.get("pruner", "threshold"),
                            prune_margin=o.get("prune_margin", 0.05), skip_dearer=o.get("skip_dearer", True))
         # trials finished earlier (a resumed study, or other workers on a shared storage) count too:
         # price their variants (cheap) and take their measured quality from the study

@@ -23,10 +23,9 @@ from profilers.config import invalid
 
 from .budget import SearchBudget
 from .evaluate import Evaluator
-from .layerwise_search import check_layer_choices
 from .methods import OPTIONS, Outcome, SearchContext, get_method
-from .optuna_search import check_fidelities, make_pruner
 from .result import InfeasibleError, SearchResult, Trial
+from .search_options import check_search_options
 from .space import SearchSpace, Variant
 
 __all__ = ["search"]
@@ -94,21 +93,13 @@ def search(workload: Any, space: SearchSpace, cost_model: Any, *, min_quality: f
     if not isinstance(min_quality, (int, float)) or isinstance(min_quality, bool) or not math.isfinite(min_quality):
         raise invalid("search", "min_quality", "a finite number", min_quality)
     workload.check_target("search", "min_quality", min_quality)
-    if not isinstance(pool, bool):
-        raise invalid("search", "pool", "True or False", pool)
-    given = {k: v for k, v in dict(n_trials=n_trials, fidelities=fidelities, pruner=pruner, prune_margin=prune_margin,
-                                   skip_dearer=skip_dearer, storage=storage, layer_choices=layer_choices,
-                                   max_bytes=max_bytes).items() if v is not None}
-    cls.check_options(given)
-    if layer_choices is not None:
-        given["layer_choices"] = check_layer_choices(layer_choices)
-    if max_bytes is not None and (not isinstance(max_bytes, (int, float)) or isinstance(max_bytes, bool)
-                                  or not 0 < max_bytes < math.inf):
-        raise invalid("search", "max_bytes", "a finite number of bytes > 0", max_bytes)
-    rungs = check_fidelities(fidelities)
-    if rungs or pruner is not None or prune_margin is not None:  # validated up front, before any work
-        make_pruner(pruner if pruner is not None else "threshold", max(1, len(rungs) - 1),
-                    prune_margin if prune_margin is not None else 0.05)
+    kw = dict(n_trials=n_trials, timeout_s=timeout_s, max_evaluations=max_evaluations, budget_usd=budget_usd,
+              usd_per_hour=usd_per_hour, fidelities=fidelities, pruner=pruner, prune_margin=prune_margin,
+              skip_dearer=skip_dearer, seed=seed, profile_time_cap_s=profile_time_cap_s, storage=storage,
+              layer_choices=layer_choices, max_bytes=max_bytes, pool=pool)
+    cls.check_options({k: v for k, v in kw.items() if k in OPTIONS and v is not None})  # the method's own options
+    opts = check_search_options("search", kw)
+    given = {k: v for k, v in opts.items() if k in OPTIONS}
     _check_batches(workload, space)
     budget = SearchBudget.for_search(cost_model, timeout_s=timeout_s, max_evaluations=max_evaluations,
                                      budget_usd=budget_usd, usd_per_hour=usd_per_hour)

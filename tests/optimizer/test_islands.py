@@ -64,7 +64,8 @@ def test_search_with_a_pool_never_costs_more_and_reports_the_pool(wl, cost_model
     if b.pool:
         assert b.pool_saving_usd > 0 and sum(b.pool.values()) == b.replicas and " + " in b.device
         assert b.cost_usd == pytest.approx(by_variant[b.variant].cost_usd - b.pool_saving_usd)
-    with pytest.raises(ConfigError, match=r"^search\.pool must be True or False; got 'yes'\.$"):
+    with pytest.raises(ConfigError, match=r"^search\.pool must be true or false \(serve on the cheapest mix of the "
+                                          r"space's device types\); got 'yes'\.$"):
         search(wl, SPACE, cost_model, min_quality=0.95, pool="yes")
 
 

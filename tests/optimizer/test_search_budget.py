@@ -126,13 +126,13 @@ def test_an_interrupted_trial_does_not_use_up_a_trial(wl, cost_model, tmp_path, 
      r"^search.n_trials must be absent with method 'lazy' \(a trial budget is for 'tpe', 'random' and 'nsga2'"),
     (dict(method="tpe", fidelities=[0.5, 0.25]), r"^search.fidelities must be an increasing list of fractions in "
                                                  r"\(0, 1\] \(e.g. \[0.25, 1.0\]\); got \[0.5, 0.25\]."),
-    (dict(method="tpe", fidelities=[0.0]), r"^search.fidelities must be an increasing list"),
+    (dict(method="tpe", fidelities=[0.0]), r"^search.fidelities\[0\] must be a fraction in \(0, 1\]; got 0.0."),
     (dict(method="tpe", fidelities=[0.5], pruner="asha"), r"^search.pruner must be one of 'threshold', 'median'"),
     (dict(method="tpe", fidelities=[0.5], prune_margin=-1), r"^search.prune_margin must be a number >= 0"),
-    (dict(budget_usd=-1), r"^search.budget_usd must be None or a number > 0; got -1."),
-    (dict(timeout_s=0), r"^search.timeout_s must be None or a number > 0; got 0."),
-    (dict(max_evaluations=0), r"^search.max_evaluations must be None or an integer >= 1; got 0."),
-    (dict(budget_usd=1.0, usd_per_hour=0.0), r"^search.usd_per_hour must be a rate > 0 to spend a budget_usd"),
+    (dict(budget_usd=-1), r"^search.budget_usd must be a number > 0; got -1."),
+    (dict(timeout_s=0), r"^search.timeout_s must be a number > 0; got 0."),
+    (dict(max_evaluations=0), r"^search.max_evaluations must be an integer >= 1; got 0."),
+    (dict(budget_usd=1.0, usd_per_hour=0.0), r"^search.usd_per_hour must be a number > 0; got 0.0."),
 ])
 def test_validation_messages(wl, cost_model, kw, message):
     with pytest.raises(ConfigError, match=message):
