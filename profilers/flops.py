@@ -202,13 +202,11 @@ class FlopCount:
 
     def table(self, depth: int = 2) -> str:
         """A plain-text table of FLOPs per module down to ``depth`` levels."""
-        rows = [(m, v) for m, v in self.by_module.items() if m != "Global" and m.count(".") < depth]
-        width = max([len(m) for m, _ in rows] + [6])
-        lines = [f"{'module':<{width}}  {'FLOPs':>16}  {'share':>7}"]
-        for m, v in sorted(rows):
-            share = v / self.total if self.total else 0.0
-            lines.append(f"{m:<{width}}  {v:>16,}  {share:>7.1%}")
-        lines.append(f"{'total':<{width}}  {self.total:>16,}")
+        from .render import text_table
+
+        rows = [[m, f"{v:,}", f"{v / self.total:.1%}" if self.total else "0.0%"]
+                for m, v in sorted(self.by_module.items()) if m != "Global" and m.count(".") < depth]
+        lines = [text_table(["module", "FLOPs", "share"], [*rows, ["total", f"{self.total:,}", ""]], align="lrr")]
         if self.uncounted_ops:
             arith = {k: v for k, v in self.uncounted_ops.items() if op_class(k) != "free"}
             lines.append(f"ops with no FLOP formula (counted 0): {len(arith)} with arithmetic, "
