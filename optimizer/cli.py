@@ -57,13 +57,17 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         print(f"note: {n}")
     projections = []
     skipped = []
+    from profilers.projection import unsupported_dtypes
+
     for d in devices:
-        dtype = args.project_dtype or prof.dtype
         spec = hardware.get(d)
-        if not spec.supports(dtype):
-            skipped.append(f"{spec.name}: {dtype} unsupported (has {', '.join(spec.peak_tflops)})")
+        # each op at its own dtype unless --project-dtype asks for the cast what-if
+        missing = [args.project_dtype] if args.project_dtype and not spec.supports(args.project_dtype) else \
+            ([] if args.project_dtype else unsupported_dtypes(prof, spec))
+        if missing:
+            skipped.append(f"{spec.name}: {', '.join(missing)} unsupported (has {', '.join(spec.peak_tflops)})")
             continue
-        projections.append(project(prof, spec, dtype))
+        projections.append(project(prof, spec, args.project_dtype))
     if projections:
         print()
         print(text_table(PROJECTION_HEADER, projection_table(projections)))
@@ -287,7 +291,8 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--dtype", choices=("fp32", "bf16", "fp16"), help="dtype to run/analyze in")
     pr.add_argument("--devices", default=DEFAULT_DEVICES, help=f"comma-separated catalog devices to project "
                     f"onto (default: {DEFAULT_DEVICES}; see `sigmastar catalog`)")
-    pr.add_argument("--project-dtype", help="dtype of the projections (default: the profile's)")
+    pr.add_argument("--project-dtype", help="cast every op to this dtype in the projections (a what-if; default: "
+                    "each op at the dtype it computes in)")
     pr.add_argument("--device-file", action="append", help="extra devices TOML (repeatable)")
     pr.add_argument("--time-cap", type=float, default=5.0, help="seconds per timing loop (default 5)")
     pr.add_argument("--no-train", action="store_true", help="skip the training step")

@@ -120,7 +120,7 @@ class Evaluator:
         if v.key in self._prices:
             return self._prices[v.key]
         from profilers import count_flops, measure, project
-        from profilers.projection import DEFAULT_EFFICIENCY, at_batch, calibrate
+        from profilers.projection import DEFAULT_EFFICIENCY, at_batch, calibrate, unsupported_dtypes
         from profilers.techniques import UnsupportedTechnique, apply
 
         dep = Deployment(variant=v, cost_usd=math.inf)
@@ -141,16 +141,17 @@ class Evaluator:
                     from profilers import hardware
 
                     spec = hardware.get(d)
-                    dtype = prof.dtype if spec.supports(prof.dtype) else None
-                    if dtype is None:
-                        dep.options.append((spec.name, b, math.inf, f"{prof.dtype} unsupported on {spec.name}"))
+                    missing = unsupported_dtypes(pb, spec)
+                    if missing:
+                        dep.options.append((spec.name, b, math.inf, f"{', '.join(missing)} unsupported on {spec.name}"))
                         continue
-                    # this CPU's efficiency is calibrated from the measurement; it says little about
-                    # other devices' kernels, which get the stated default (DEFAULT_EFFICIENCY)
+                    # each op at its own dtype (per-op precision). This CPU's efficiency is calibrated
+                    # from the measurement; it says little about other devices' kernels, which get
+                    # the stated default (DEFAULT_EFFICIENCY)
                     if spec.kind == "cpu":
-                        proj = project(pb, spec, dtype, efficiency=eff, efficiency_source=src)
+                        proj = project(pb, spec, efficiency=eff, efficiency_source=src)
                     else:
-                        proj = project(pb, spec, dtype, efficiency=DEFAULT_EFFICIENCY)
+                        proj = project(pb, spec, efficiency=DEFAULT_EFFICIENCY)
                     tfig = proj if train else self._base_train_projection(d)
                     br = cm.estimate(proj, train_figures=tfig, model_name=f"{self.workload.name} [{v.label}]")
                     usd = br.total_usd if br.status == "ok" else math.inf

@@ -159,6 +159,27 @@ def op_class(name: str) -> str:
     return "memory"
 
 
+_FLOAT_NAMES = {torch.float32: "fp32", torch.float64: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}
+_FP8 = {d for d in (getattr(torch, n, None) for n in ("float8_e4m3fn", "float8_e5m2", "float8_e4m3fnuz",
+                                                       "float8_e5m2fnuz")) if d is not None}
+
+
+def compute_dtype(tensors: Any) -> str:
+    """The dtype an op computes in, from its tensor inputs: ``"fp8"`` when one is fp8 (scaled fp8
+    matmuls take fp32 scales beside fp8 operands), else the widest floating input (weight-only
+    int8 dequantizes into the activations' dtype), else ``"int8"`` for integer inputs of a
+    quantized matmul (``_int_mm``: int8 x int8); ``""`` for none of these (indices, shapes)."""
+    dtypes = [t.dtype for t in tensors if isinstance(t, torch.Tensor)]
+    if any(d in _FP8 for d in dtypes):
+        return "fp8"
+    floats = [d for d in dtypes if d in _FLOAT_NAMES]
+    if floats:
+        return _FLOAT_NAMES[max(floats, key=lambda d: torch.finfo(d).bits)]
+    if any(d in (torch.int8, torch.uint8) for d in dtypes):
+        return "int8"
+    return ""
+
+
 def _tensor_bytes(t: Any) -> int:
     if not isinstance(t, torch.Tensor):
         return 0
@@ -235,16 +256,17 @@ class _OpRecorder(TorchDispatchMode):
             flops = int(formula(*args, **kwargs, out_val=out))
         else:
             self.uncounted[name] = self.uncounted.get(name, 0) + 1
-        nbytes = 0
+        nbytes, dtype = 0, ""
         cls = op_class(name)
         if cls != "free":
             ins, _ = tree_flatten((args, kwargs))
             outs, _ = tree_flatten(out)
             nbytes = sum(_tensor_bytes(t) for t in ins) + sum(_tensor_bytes(t) for t in outs)
-        key = (name, flops, nbytes)
+            dtype = compute_dtype(ins)
+        key = (name, flops, nbytes, dtype)
         rec = self.records.get(key)
         if rec is None:
-            self.records[key] = [name, cls, 1, flops, nbytes]
+            self.records[key] = [name, cls, 1, flops, nbytes, dtype]
         else:
             rec[2] += 1
         return out

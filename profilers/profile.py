@@ -28,7 +28,11 @@ class OpRecord:
     op_class: str  # matmul, conv, attention, memory (element-wise, norms, reductions), free
     calls: int
     flops: int  # per call, 2 per multiply-add
-    bytes: int  # per call: tensor inputs read + outputs written (no cache reuse modelled)
+    bytes: int  # per call: tensor inputs read + outputs written, each in its own dtype (no cache reuse modelled)
+    #: the dtype the op computes in (``"fp32"``, ``"bf16"``, ``"fp16"``, ``"fp8"``, ``"int8"``): fp8 when
+    #: an input is fp8, else the widest floating input, else int8 for integer (quantized) inputs;
+    #: ``""`` when unknown (records written before op dtypes were kept: the profile's dtype applies)
+    dtype: str = ""
 
     @property
     def total_flops(self) -> int:
@@ -98,13 +102,15 @@ def median_ci_rel(sorted_xs: Sequence[float]) -> float:
 class Profile:
     """Figures of one model at one batch size and dtype on one device.
 
-    ``source`` is "measured" (by :func:`profilers.measure`: timings and peaks come from real runs)
-    or "analyzed" (by :func:`profilers.analyze`: no execution; no timings; memory derived from
-    tensor shapes). FLOPs are always counted by :func:`profilers.count_flops` (2 per multiply-add).
+    ``source`` is "measured" (by :func:`profilers.measure`: timings and peaks come from real runs),
+    "analyzed" (by :func:`profilers.analyze`: no execution; no timings; memory derived from
+    tensor shapes) or "derived" (by :func:`profilers.projection.at_batch`: a measured profile
+    re-expressed at another batch; ops counted at that batch, no timings, memory scaled, and never
+    labelled measured). FLOPs are always counted by :func:`profilers.count_flops` (2 per multiply-add).
     """
 
     model: str
-    source: str  # "measured" | "analyzed"
+    source: str  # "measured" | "analyzed" | "derived"
     device: str  # catalog name ("host" for this machine's CPU) or "meta"
     device_description: str
     dtype: str
@@ -132,8 +138,8 @@ class Profile:
     notes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        if self.source not in ("measured", "analyzed"):
-            raise invalid("Profile", "source", "'measured' or 'analyzed'", self.source)
+        if self.source not in ("measured", "analyzed", "derived"):
+            raise invalid("Profile", "source", "'measured', 'analyzed' or 'derived'", self.source)
         if not isinstance(self.batch_size, int) or isinstance(self.batch_size, bool) or self.batch_size < 1:
             raise invalid("Profile", "batch_size", "an integer >= 1", self.batch_size)
 
@@ -155,6 +161,9 @@ class Profile:
     def provenance(self) -> str:
         if self.source == "measured":
             return f"measured on {self.device_description}, torch {self.torch_version}"
+        if self.source == "derived":
+            return (f"derived at batch {self.batch_size} from a profile measured on {self.device_description}, "
+                    f"torch {self.torch_version} (ops counted at this batch; memory scaled; no timings)")
         return f"analyzed on the meta device (no execution), torch {self.torch_version}"
 
     def with_notes(self, *notes: str) -> "Profile":

@@ -1,21 +1,29 @@
 """Project a profile onto a device we don't have: a roofline over the profile's op records.
 
-Torch-free. For each op signature recorded by :func:`profilers.count_flops` (FLOPs and bytes read
-+ written per call), on device D in dtype d::
+Torch-free. For each op signature recorded by :func:`profilers.count_flops` (FLOPs, bytes read +
+written per call, and the dtype it computes in), on device D::
 
-    t_op = max(flops / peak_D(d), bytes * s / bandwidth_D)      (s = bytes(d) / bytes(profile dtype))
+    t_op = max(flops / peak_D(op dtype), bytes / bandwidth_D)
     t    = sum over ops of calls * t_op / efficiency
 
-An op is compute-bound when its first term wins, memory-bound otherwise; arithmetic-free ops (views)
-take no time. ``efficiency`` (0 < e <= 1) is the fraction of the roofline the real kernels reach:
+Each op is priced at **its own dtype** (per-op precision): a CNN whose only Linear was quantized
+to int8 keeps its convolutions at their fp32 peak, and the bytes are each operand's real bytes
+(int8 weights + fp32 activations for weight-only int8). ``dtype=`` is the explicit "cast
+everything" what-if: every op at that dtype's peak, bytes scaled by the dtype's byte ratio, and the
+provenance says so. An op is compute-bound when its first term wins, memory-bound otherwise;
+arithmetic-free ops (views) take no time. A device without a peak for an op's dtype cannot run the
+model as profiled (the error names the dtype), except element-wise work, which falls back to its
+fp32 peak (it is bandwidth-bound), and a CPU, which computes any dtype through fp32.
 
-* ``"calibrated"`` (the default for a profile measured on this machine's CPU): e = roofline time of
-  the profile on the host's *measured* spec / the measured median time, separately for inference
-  and for the training step;
+``efficiency`` (0 < e <= 1) is the fraction of the roofline the real kernels reach:
+
+* ``"calibrated"`` (the default when a profile measured on this machine's CPU is projected onto
+  that CPU): e = roofline time of the profile on the host's *measured* spec / the measured median
+  time, separately for inference and for the training step;
 * a number you give (e.g. from a measurement on the real device);
 * otherwise :data:`DEFAULT_EFFICIENCY`, an assumption stated in the provenance.
 
-Memory is carried over from the profile, scaled by the dtype's byte ratio.
+Memory is carried over from the profile (scaled by the dtype's byte ratio for a cast what-if).
 """
 
 from __future__ import annotations
@@ -27,7 +35,8 @@ from .config import invalid, serializable
 from .hardware import DeviceSpec, get
 from .profile import DTYPE_BYTES, OpRecord, Profile
 
-__all__ = ["Projection", "project", "roofline_time", "calibrate", "at_batch", "DEFAULT_EFFICIENCY"]
+__all__ = ["Projection", "project", "roofline_time", "calibrate", "at_batch", "DEFAULT_EFFICIENCY", "op_dtypes",
+           "unsupported_dtypes", "COMPUTE_CLASSES"]
 
 #: Assumed fraction of the roofline reached when nothing was calibrated. Source: Narayanan et al.
 #: 2021 (Megatron-LM, SC'21) report 44-52 % of peak for GPT models of 1.7B-1T parameters on A100s.
@@ -38,16 +47,51 @@ def _dtype_scale(profile_dtype: str, dtype: str) -> float:
     return DTYPE_BYTES[dtype] / DTYPE_BYTES.get(profile_dtype, 4)
 
 
-def roofline_time(ops: Sequence[OpRecord], device: DeviceSpec, dtype: str, *, bytes_scale: float = 1.0) -> tuple[float, dict[str, dict[str, float]]]:
-    """(seconds at 100 % efficiency, per op class {"time_s", "compute_s", "memory_s", "bound"})."""
-    peak = device.peak_flops_per_s(dtype)
+#: op classes whose compute needs the device's peak for their dtype (the others are bandwidth-bound
+#: element-wise work, which runs through the fp32 units where a dtype has no peak of its own)
+COMPUTE_CLASSES = ("matmul", "conv", "attention")
+
+
+def op_dtypes(ops: Sequence[OpRecord], default: str) -> dict[str, int]:
+    """Op signatures per compute dtype (``default`` for records that do not say), free ops left out."""
+    out: dict[str, int] = {}
+    for r in ops:
+        if r.op_class != "free":
+            d = r.dtype or default
+            out[d] = out.get(d, 0) + 1
+    return out
+
+
+def unsupported_dtypes(profile: Profile, device: DeviceSpec) -> list[str]:
+    """The compute dtypes of ``profile``'s matmuls, convolutions and attention that ``device`` has no
+    peak for (empty: it can run the model as profiled)."""
+    if device.kind == "cpu":
+        return []
+    ds = {r.dtype or profile.dtype for r in (*profile.ops, *profile.train_ops) if r.op_class in COMPUTE_CLASSES}
+    return sorted(d for d in ds if not device.supports(d))
+
+
+def _op_peak(r: OpRecord, device: DeviceSpec, dtype: str) -> float:
+    if device.supports(dtype):
+        return device.peak_flops_per_s(dtype)
+    if (device.kind == "cpu" or r.op_class not in COMPUTE_CLASSES) and device.supports("fp32"):
+        return device.peak_flops_per_s("fp32")
+    return device.peak_flops_per_s(dtype)  # raises, naming the device and the dtypes it supports
+
+
+def roofline_time(ops: Sequence[OpRecord], device: DeviceSpec, dtype: str | None = None, *,
+                  bytes_scale: float = 1.0, default: str = "fp32") -> tuple[float, dict[str, dict[str, float]]]:
+    """(seconds at 100 % efficiency, per op class {"time_s", "compute_s", "memory_s", "bound"}).
+
+    ``dtype`` None: each op at its own dtype (``default`` for records without one); a dtype: every op
+    at that dtype's peak (a cast what-if; scale the bytes with ``bytes_scale``)."""
     bw = device.memory_bandwidth_bytes_per_s
     total = 0.0
     classes: dict[str, dict[str, Any]] = {}
     for r in ops:
         if r.op_class == "free":
             continue
-        tc = r.flops / peak
+        tc = r.flops / _op_peak(r, device, dtype or r.dtype or default)
         tm = r.bytes * bytes_scale / bw
         t = r.calls * max(tc, tm)
         total += t
@@ -70,13 +114,12 @@ def calibrate(profile: Profile, device: DeviceSpec | None = None) -> dict[str, f
                           "looked up automatically)", None)
         device = get("host")
     out = {}
-    # a CPU without a peak for the profile's dtype (bf16 on AVX2, int8 without VNNI) computes it
-    # through fp32: its fp32 peak is the roof
-    dt = profile.dtype if device.supports(profile.dtype) else "fp32"
-    t, _ = roofline_time(profile.ops, device, dt)
+    # each op at its own dtype; a CPU without a peak for one (bf16 on AVX2, int8 without VNNI)
+    # computes it through fp32, whose peak is then the roof
+    t, _ = roofline_time(profile.ops, device, default=profile.dtype)
     out["inference"] = min(1.0, t / profile.latency.median_s)
     if profile.train_step is not None and profile.train_ops:
-        t, _ = roofline_time(profile.train_ops, device, dt)
+        t, _ = roofline_time(profile.train_ops, device, default=profile.dtype)
         out["train"] = min(1.0, t / profile.train_step.median_s)
     return out
 
@@ -111,10 +154,12 @@ class Projection:
 
 
 def _memory(profile: Profile, scale: float) -> tuple[int | None, int | None, str]:
-    if profile.source == "measured":
+    if profile.source in ("measured", "derived"):
         inf = int(profile.peak_memory_bytes * scale) if profile.peak_memory_bytes is not None else None
         tr = int(profile.train_peak_memory_bytes * scale) if profile.train_peak_memory_bytes is not None else None
-        return inf, tr, f"measured peaks x {scale:g} (dtype byte ratio)"
+        what = "measured peaks" if profile.source == "measured" else \
+            "peaks derived from a measurement at another batch (weights kept, the rest scaled)"
+        return inf, tr, what + ("" if scale == 1 else f" x {scale:g} (dtype byte ratio)")
     largest = max((r.bytes for r in profile.ops), default=0)
     inf = int((profile.parameter_bytes + profile.buffer_bytes) * scale + largest * scale)
     tr = None
@@ -143,10 +188,13 @@ def at_batch(profile: Profile, flops: Any, batch_size: int) -> Profile:
         base = fixed + extra_fixed
         return int(base + max(0, peak - base) * s)
 
+    if profile.source == "analyzed":
+        raise invalid("at_batch", "profile.source", "'measured' or 'derived' (analyze() the model at the batch "
+                      "instead)", profile.source)
     return replace(
-        profile, batch_size=batch_size, forward_flops=int(flops.total), ops=tuple(flops.ops),
+        profile, source="derived", batch_size=batch_size, forward_flops=int(flops.total), ops=tuple(flops.ops),
         train_flops=None if profile.train_flops is None else int(profile.train_flops * s), train_ops=tuple(
-            type(r)(r.op, r.op_class, r.calls, int(r.flops * s), int(r.bytes * s)) for r in profile.train_ops),
+            replace(r, flops=int(r.flops * s), bytes=int(r.bytes * s)) for r in profile.train_ops),
         latency=None, train_step=None, peak_memory_bytes=scale(profile.peak_memory_bytes),
         train_peak_memory_bytes=scale(profile.train_peak_memory_bytes, (profile.optimizer_state_bytes or 0)),
         notes=profile.notes + (f"re-expressed at batch {batch_size} from batch {profile.batch_size}: forward ops "
@@ -154,10 +202,16 @@ def at_batch(profile: Profile, flops: Any, batch_size: int) -> Profile:
     )
 
 
+def _mix(profile: Profile) -> str:
+    n = op_dtypes(profile.ops, profile.dtype)
+    return ", ".join(f"{d} x {k} op signature{'s' if k != 1 else ''}" for d, k in sorted(n.items(), key=lambda kv: -kv[1]))
+
+
 def project(profile: Profile, device: str | DeviceSpec, dtype: str | None = None, *,
             efficiency: float | str | dict | None = None, efficiency_source: str | None = None) -> Projection:
-    """Project ``profile`` onto ``device`` (a catalog name or a DeviceSpec) in ``dtype``
-    (default: the profile's dtype). See the module docstring for the model and ``efficiency``.
+    """Project ``profile`` onto ``device`` (a catalog name or a DeviceSpec): each op at its own dtype,
+    or, with ``dtype``, every op cast to it (a what-if). See the module docstring for the model and
+    ``efficiency``.
 
         >>> from profilers import analyze, project                 # doctest: +SKIP
         >>> project(analyze("llama-2-7b", seq_len=4096), "H100-SXM", "bf16").train_step_s
@@ -168,14 +222,21 @@ def project(profile: Profile, device: str | DeviceSpec, dtype: str | None = None
     # the catalog name other packages look up ("host" for this machine's CPU, whose spec is
     # named after its model)
     name = "host" if spec.kind == "cpu" and spec.name.startswith("host") else spec.name
-    dtype = dtype or profile.dtype
-    if dtype not in DTYPE_BYTES:
-        raise invalid("project", "dtype", "one of " + ", ".join(DTYPE_BYTES), dtype)
-    spec.peak_flops_per_s(dtype)  # raises naming the device and the dtypes it supports
-    scale = _dtype_scale(profile.dtype, dtype)
+    cast = dtype is not None  # the "cast everything" what-if; None: each op at its own dtype
+    if cast and dtype not in DTYPE_BYTES:
+        raise invalid("project", "dtype", "None (each op at its own dtype) or one of " + ", ".join(DTYPE_BYTES), dtype)
+    if cast:
+        spec.peak_flops_per_s(dtype)  # raises naming the device and the dtypes it supports
+    else:
+        for d in unsupported_dtypes(profile, spec):
+            spec.peak_flops_per_s(d)  # raises naming the device, the dtype and those it supports
+    scale = _dtype_scale(profile.dtype, dtype) if cast else 1.0
 
     if efficiency is None:
-        efficiency = "calibrated" if profile.source == "measured" and profile.device == "host" else DEFAULT_EFFICIENCY
+        # a measurement on this CPU calibrates this CPU; it says little about another device's kernels,
+        # which get the stated default (the rule the search uses too)
+        here = profile.source == "measured" and profile.device == "host" and spec.kind == "cpu"
+        efficiency = "calibrated" if here else DEFAULT_EFFICIENCY
     if efficiency == "calibrated":
         eff = calibrate(profile)
         eff.setdefault("train", eff["inference"])
@@ -192,24 +253,28 @@ def project(profile: Profile, device: str | DeviceSpec, dtype: str | None = None
         raise invalid("project", "efficiency", "a number in (0, 1], {'inference': e, 'train': e}, 'calibrated' "
                       "or None", efficiency)
 
-    t_inf, classes = roofline_time(profile.ops, spec, dtype, bytes_scale=scale)
+    t_inf, classes = roofline_time(profile.ops, spec, dtype, bytes_scale=scale, default=profile.dtype)
     latency = t_inf / eff["inference"] if profile.ops else None
     train_s = None
     if profile.train_ops:
-        t_tr, _ = roofline_time(profile.train_ops, spec, dtype, bytes_scale=scale)
+        t_tr, _ = roofline_time(profile.train_ops, spec, dtype, bytes_scale=scale, default=profile.dtype)
         train_s = t_tr / eff["train"]
     inf_mem, tr_mem, mem_note = _memory(profile, scale)
     need = max(m for m in (inf_mem, tr_mem, 0) if m is not None)
     eff_txt = ", ".join(f"{k} {v:.3g}" for k, v in eff.items())
+    if cast:
+        precision = f"every op cast to {dtype} (a what-if: the profile's ops compute in " + _mix(profile) + ")"
+    else:
+        precision = "each op at its own dtype: " + _mix(profile)
     return Projection(
-        model=profile.model, device=name, dtype=dtype, batch_size=profile.batch_size,
+        model=profile.model, device=name, dtype=dtype or profile.dtype, batch_size=profile.batch_size,
         latency_s=latency, train_step_s=train_s, peak_memory_bytes=inf_mem, train_peak_memory_bytes=tr_mem,
         parameter_bytes=int(profile.parameter_bytes * scale), forward_flops=profile.forward_flops,
         train_flops=profile.train_flops, efficiency=eff, efficiency_source=eff_src,
         bound={k: v["bound"] for k, v in classes.items()}, fits_memory=need <= spec.memory_bytes,
         memory_capacity_bytes=int(spec.memory_bytes),
-        provenance=(f"projected for {spec.name} ({dtype}) from the {profile.source} profile of {profile.model} "
-                    f"({profile.provenance}), roofline over {len(profile.ops)} op signatures, efficiency {eff_txt} "
-                    f"({eff_src}); device figures: {spec.source}, {spec.date}"),
+        provenance=(f"projected for {spec.name} ({dtype or profile.dtype}) from the {profile.source} profile of "
+                    f"{profile.model} ({profile.provenance}), roofline over {len(profile.ops)} op signatures, "
+                    f"{precision}, efficiency {eff_txt} ({eff_src}); device figures: {spec.source}, {spec.date}"),
         notes=(f"memory: {mem_note}",),
     )

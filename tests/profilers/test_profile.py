@@ -126,7 +126,7 @@ def test_profile_from_json_rejects_a_future_version():
 
 @pytest.mark.parametrize("source", ["estimated", "", None])
 def test_profile_source_is_validated(source):
-    with pytest.raises(ConfigError, match=r"^Profile\.source must be 'measured' or 'analyzed'; got "):
+    with pytest.raises(ConfigError, match=r"^Profile\.source must be 'measured', 'analyzed' or 'derived'; got "):
         _profile(source=source)
 
 

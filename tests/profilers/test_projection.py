@@ -191,13 +191,17 @@ def test_calibrated_efficiency_of_a_measured_host_profile(host_profile):
 
 
 def test_projection_of_a_host_profile_onto_a_gpu(host_profile):
-    pr = project(host_profile, "H100-SXM")  # calibrated by default for a host profile
+    # a measurement on this CPU calibrates only this CPU: another device gets the stated default
+    # (the rule the search uses, so `sigmastar profile` and `sigmastar search` give one answer)
+    pr = project(host_profile, "H100-SXM")
     assert pr.device == "H100-SXM" and pr.dtype == "fp32"
     assert pr.provenance.startswith("projected for H100-SXM (fp32) from the measured profile of Sequential")
-    assert "efficiency inference " in pr.provenance and "calibrated on " in pr.provenance
+    assert pr.efficiency == {"inference": DEFAULT_EFFICIENCY, "train": DEFAULT_EFFICIENCY}
+    assert "assumed default" in pr.provenance and "calibrated on " not in pr.provenance
+    assert "calibrated on " in project(host_profile, "host").provenance
     assert host_profile.provenance in pr.provenance
     assert hardware.get("H100-SXM").source in pr.provenance
-    assert 0 < pr.latency_s < host_profile.latency.median_s  # same efficiency, a far larger roofline
+    assert 0 < pr.latency_s < host_profile.latency.median_s  # a far larger roofline
     assert pr.fits_memory is True
     pr16 = project(host_profile, "H100-SXM", "bf16")
     assert pr16.parameter_bytes == host_profile.parameter_bytes // 2
@@ -255,8 +259,8 @@ def test_unknown_device_lists_the_catalog():
 
 
 def test_unknown_dtype():
-    with pytest.raises(ConfigError, match=r"^project\.dtype must be one of fp32, tf32, bf16, fp16, fp8, int8, int4; "
-                       r"got 'fp64'\.$"):
+    with pytest.raises(ConfigError, match=r"^project\.dtype must be None \(each op at its own dtype\) or one of fp32, "
+                       r"tf32, bf16, fp16, fp8, int8, int4; got 'fp64'\.$"):
         project(hand_profile(), TOY, "fp64")
 
 
@@ -271,3 +275,85 @@ def test_efficiency_out_of_range(e):
 def test_project_needs_a_profile():
     with pytest.raises(ConfigError, match=r"^project\.profile must be a Profile .*; got 'dict'\.$"):
         project({"model": "x"}, TOY)
+
+
+# ---- per-op precision ------------------------------------------------------------------------------
+
+# A toy GPU with an int8 peak: 100 TFLOP/s fp32, 400 TOP/s int8, 1000 GB/s; no bf16.
+TOY8 = DeviceSpec(name="Toy8", kind="gpu", vendor="test", peak_tflops={"fp32": 100.0, "int8": 400.0}, memory_gb=1.0,
+                  memory_bandwidth_gbps=1000.0, source="test fixture", date="2026-01-01")
+# a conv net whose only Linear was quantized (int8 x int8): the conv stays fp32
+CONV = OpRecord("aten.convolution", "conv", 1, 4 * 10**12, 10**9, "fp32")  # max(4e12 / 1e14, 1e9 / 1e12) = 40 ms
+LIN8 = OpRecord("aten._int_mm", "matmul", 1, 4 * 10**11, 10**8, "int8")  # max(4e11 / 4e14, 1e8 / 1e12) = 1 ms
+
+
+def test_each_op_is_priced_at_its_own_dtype():
+    p = hand_profile(dtype="int8", ops=(CONV, LIN8), train_ops=())
+    # per op: 40 ms (conv at the fp32 peak) + 1 ms (int8 matmul at the int8 peak) = 41 ms at efficiency 1
+    assert project(p, TOY8, efficiency=1.0).latency_s == pytest.approx(0.041)
+    # the old all-int8 answer is now the explicit cast what-if: conv 4e12 / 4e14 = 10 ms, bytes x 1 (int8 over
+    # the profile's int8 label) -> max(10 ms, 1 ms) + max(1 ms, 0.1 ms) = 11 ms
+    cast = project(p, TOY8, "int8", efficiency=1.0)
+    assert cast.latency_s == pytest.approx(0.011)
+    assert "each op at its own dtype: fp32 x 1 op signature, int8 x 1 op signature" in \
+        project(p, TOY8, efficiency=1.0).provenance
+    assert "every op cast to int8 (a what-if" in cast.provenance
+
+
+def test_a_device_without_the_peak_of_a_compute_op_cannot_run_it_but_element_wise_work_can():
+    bf16_mm = OpRecord("aten.mm", "matmul", 1, 10**12, 10**9, "bf16")
+    bf16_add = OpRecord("aten.add", "memory", 1, 0, 2 * 10**9, "bf16")
+    with pytest.raises(ConfigError, match=r"^DeviceSpec\['Toy8'\]\.dtype must be one of the dtypes this device "
+                                          r"supports: fp32, int8; got 'bf16'\.$"):
+        project(hand_profile(dtype="bf16", ops=(bf16_mm,), train_ops=()), TOY8)
+    # an element-wise bf16 op on a device without a bf16 peak: bandwidth-bound, 2e9 / 1e12 = 2 ms
+    assert project(hand_profile(dtype="bf16", ops=(bf16_add,), train_ops=()), TOY8, efficiency=1.0).latency_s \
+        == pytest.approx(0.002)
+
+
+def test_count_flops_records_each_ops_compute_dtype():
+    import torch
+
+    from profilers import count_flops
+    from profilers.flops import compute_dtype
+
+    assert compute_dtype([torch.zeros(2, dtype=torch.int8), torch.zeros(2, dtype=torch.int8)]) == "int8"
+    assert compute_dtype([torch.zeros(2), torch.zeros(2, dtype=torch.int8)]) == "fp32"  # weight-only int8
+    assert compute_dtype([torch.zeros(2, dtype=torch.float8_e4m3fn), torch.zeros(1)]) == "fp8"  # fp32 scales
+    assert compute_dtype([torch.zeros(2, dtype=torch.bfloat16), torch.zeros(2)]) == "fp32"
+    assert compute_dtype([torch.zeros(2, dtype=torch.long)]) == ""
+    net = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.Linear(4, 4).to(torch.bfloat16))
+    # each layer in its own dtype (the second one's input cast by hand, as a mixed model does)
+    mixed = torch.nn.Sequential(net[0], _Cast(net[1]))
+    ops = count_flops(mixed, torch.randn(2, 4)).ops
+    dtypes = {r.dtype for r in ops if r.op == "aten.addmm"}
+    assert dtypes == {"fp32", "bf16"}
+
+
+class _Cast(__import__("torch").nn.Module):
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x):
+        import torch
+
+        return self.layer(x.to(torch.bfloat16)).float()
+
+
+def test_a_profile_at_another_batch_is_derived_not_measured():
+    import torch
+
+    from profilers import count_flops
+    from profilers.projection import at_batch
+
+    net = torch.nn.Linear(8, 4)
+    p = measure(net, torch.randn(2, 8), train=False, time_cap_s=0.05, min_runs=3, device="cpu")
+    q = at_batch(p, count_flops(net, torch.randn(16, 8)), 16)
+    assert p.source == "measured" and q.source == "derived" and q.latency is None
+    assert "derived at batch 16 from a profile measured on" in q.provenance
+    proj = project(q, "H100-SXM", efficiency=0.5)
+    assert "from the derived profile" in proj.provenance and "measured peaks" not in proj.notes[0]
+    assert "peaks derived from a measurement at another batch" in proj.notes[0]
+    with pytest.raises(ConfigError, match=r"^at_batch\.profile\.source must be 'measured' or 'derived'"):
+        at_batch(hand_profile(), count_flops(net, torch.randn(16, 8)), 16)
