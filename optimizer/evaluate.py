@@ -109,12 +109,32 @@ class Evaluator:
             from profilers.projection import DEFAULT_EFFICIENCY
 
             if "profile" not in self._base_train:
-                self._base_train["profile"] = measure(self.base, self.workload, time_cap_s=self.profile_time_cap_s,
-                                                      min_runs=5, device="cpu")
+                self._base_train["profile"] = self._measured("base-train", lambda: measure(
+                    self.base, self.workload, time_cap_s=self.profile_time_cap_s, min_runs=5, device="cpu"))
             # as in price(): calibrated on this CPU for the CPU, the stated default for other devices
             eff = "calibrated" if hardware.get(device).kind == "cpu" else DEFAULT_EFFICIENCY
             self._base_train[device] = project(self._base_train["profile"], device, efficiency=eff)
         return self._base_train[device]
+
+    def _measured(self, key: str, run: Callable[[], Any]) -> Any:
+        """A measured profile, kept in ``<output_dir>/profiles/<key>.json``: a resumed search, and the
+        report's itemized re-pricing, read the figures the search priced with instead of measuring
+        again (one set of figures per run). A file that does not read back is measured again."""
+        from profilers import Profile
+
+        path = self.output_dir / "profiles" / f"{key}.json" if self.output_dir is not None else None
+        if path is not None and path.exists():
+            try:
+                return Profile.from_json(path.read_text())
+            except Exception as e:  # noqa: BLE001 - a corrupt cache file is never evidence: measure again
+                self.log(f"cached profile {path.name} unreadable ({type(e).__name__}: {e}); measuring again")
+        prof = run()
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(".tmp")
+            tmp.write_text(prof.to_json())
+            tmp.replace(path)
+        return prof
 
     def price(self, v: Variant) -> Deployment:
         if v.key in self._prices:
@@ -129,8 +149,8 @@ class Evaluator:
                           seed=self.seed)
             train = self.trains_deployed(v)
             # measured on this machine's CPU: the calibration below is against the host's spec
-            prof = measure(model, self.workload, train=train, time_cap_s=self.profile_time_cap_s, min_runs=5,
-                           device="cpu")
+            prof = self._measured(self.content_key(v), lambda: measure(
+                model, self.workload, train=train, time_cap_s=self.profile_time_cap_s, min_runs=5, device="cpu"))
             dep.profile = prof
             eff = calibrate(prof)
             src = f"calibrated on {prof.device_description}"

@@ -82,13 +82,13 @@ def environment() -> dict[str, str]:
 
 
 def analyze_best(job: Job, workload: Any, cost_model: Any, result: Any,
-                 log: Any = None) -> tuple[dict[str, Any], Any, str]:
+                 log: Any = None, output_dir: str | Path | None = None) -> tuple[dict[str, Any], Any, str]:
     """Itemized breakdowns of the best strategy and the baseline, and the best one's sensitivity.
 
-    The search keeps each strategy's cost per component, not its line items or the figures it was
-    priced from, so both are priced again here with the search's own pricing oracle. On a GPU the
-    figures are projections from FLOP counts (deterministic); on the host CPU they come from a new
-    timing measurement, so the totals can differ slightly from the search's (the report says so).
+    The search keeps each strategy's cost per component, not its line items, so they are priced
+    again here with the search's own pricing oracle. Given the search's ``output_dir``, the profiles
+    it measured are read back from there, so the line items come from the same figures (without it,
+    a CPU timing is measured anew and the report says when the totals differ).
     """
     from cost_models import Option, sensitivity
 
@@ -98,8 +98,10 @@ def analyze_best(job: Job, workload: Any, cost_model: Any, result: Any,
     out: dict[str, Any] = {}
     if result.best is None:
         return out, None, "no strategy meets the constraints, so there is nothing to vary"
+    # the search's output folder: its measured profiles are read back, so the line items are priced
+    # from the very figures the search priced (one set of figures per run)
     ev = Evaluator(workload, job.space, cost_model, seed=job.seed, profile_time_cap_s=job.profile_time_cap_s,
-                   log=log)
+                   log=log, output_dir=output_dir, pool=job.pool)
     by_key = {v.key: v for v in job.space.variants()}
     sens, note = None, ""
     for name, s in (("best", result.best), ("baseline", result.baseline)):
@@ -151,7 +153,7 @@ def run_search(job: Job, output_dir: str | Path | None = None, *, storage: str |
         kw["storage"] = storage
     result = search(wl, job.space, cm, output_dir=out, progress=progress, log=log, on_evaluation=on_evaluation,
                     raise_infeasible=False, **kw)
-    breakdowns, sens, note = analyze_best(job, wl, cm, result, log) if analyze else ({}, None, "not computed")
+    breakdowns, sens, note = analyze_best(job, wl, cm, result, log, out) if analyze else ({}, None, "not computed")
     return SearchRun(job=job, output_dir=out, result=result, quality_metric=wl.quality_metric or "quality",
                      evaluations_before=before, evaluations_after=finished_evaluations(out),
                      seconds=time.perf_counter() - t0, breakdowns=breakdowns, sensitivity=sens,

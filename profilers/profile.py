@@ -13,7 +13,10 @@ from typing import Sequence
 
 from .config import dumps, invalid, loads, serializable
 
-__all__ = ["OpRecord", "Timing", "Profile", "DTYPE_BYTES"]
+__all__ = ["OpRecord", "Timing", "Profile", "DTYPE_BYTES", "CONTENDED_SHARE"]
+
+#: below this share of CPU time over wall time, a CPU timing was contended (descheduled much of the time)
+CONTENDED_SHARE = 0.5
 
 #: bytes per element of the dtypes sigmastar names
 DTYPE_BYTES = {"fp32": 4, "tf32": 4, "bf16": 2, "fp16": 2, "fp8": 1, "int8": 1, "int4": 0.5}
@@ -50,7 +53,14 @@ class Timing:
 
     ``ci_rel``: half-width of the distribution-free 95 % confidence interval of the median
     (order statistics n/2 -+ 1.96 sqrt(n)/2), relative to the median. ``stable``: ``ci_rel`` reached
-    the target before the time cap.
+    the target before the time cap, on a sample not contaminated by contention.
+
+    CPU runs also record ``cpu_share``: the timing thread's CPU time over the wall time of the timed
+    runs. That thread runs the op (or spin-waits for torch's intra-op workers), so its share is ~1
+    unless it was descheduled; a share below :data:`CONTENDED_SHARE` means another process had the
+    cores for much of the time, so the sample is ``contended``: the interval is widened to the lost
+    share (the median may be up to ``1 - cpu_share`` too slow) and it is never ``stable``.
+    ``threads`` says the intra-op threads torch ran with.
     """
 
     median_s: float
@@ -61,17 +71,25 @@ class Timing:
     stable: bool
     timed_s: float  # sum of the timed runs
     method: str  # "time.perf_counter" or "torch.cuda.Event"
+    cpu_share: float | None = None  # timing thread's CPU time / wall time of the timed runs (CPU only)
+    contended: bool = False
+    threads: int | None = None  # torch intra-op threads (CPU only)
 
     @staticmethod
-    def from_samples(samples: Sequence[float], *, target_ci: float, method: str) -> "Timing":
+    def from_samples(samples: Sequence[float], *, target_ci: float, method: str, cpu_share: float | None = None,
+                     threads: int | None = None) -> "Timing":
         xs = sorted(samples)
         n = len(xs)
         if n == 0:
             raise invalid("Timing", "samples", "at least one run", n)
         ci = median_ci_rel(xs)
+        contended = cpu_share is not None and cpu_share < CONTENDED_SHARE
+        if contended:
+            ci = max(ci, 1.0 - cpu_share)  # never a tight interval on a contaminated sample
         return Timing(
             median_s=_quantile(xs, 0.5), p10_s=_quantile(xs, 0.1), p90_s=_quantile(xs, 0.9),
-            runs=n, ci_rel=ci, stable=ci <= target_ci, timed_s=float(sum(xs)), method=method,
+            runs=n, ci_rel=ci, stable=ci <= target_ci and not contended, timed_s=float(sum(xs)), method=method,
+            cpu_share=cpu_share, contended=contended, threads=threads,
         )
 
 

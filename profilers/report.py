@@ -14,6 +14,19 @@ from .render import fmt_bytes, fmt_flops, fmt_seconds, html_table, text_table
 __all__ = ["profile_rows", "profile_text", "profile_html", "PROJECTION_HEADER", "projection_table"]
 
 
+def _timing_text(t) -> str:
+    text = (f"{fmt_seconds(t.median_s)} [{fmt_seconds(t.p10_s)}, {fmt_seconds(t.p90_s)}], {t.runs} runs, "
+            f"CI +-{t.ci_rel:.1%}")
+    if t.contended:
+        text += (f" (CONTENDED: the process had {t.cpu_share:.0%} of the wall time as CPU time; another process "
+                 "held the cores, so the interval is widened and the figure is not stable)")
+    elif not t.stable:
+        text += " (time cap hit before 2 % stability)"
+    if t.threads is not None:
+        text += f"; {t.threads} torch thread{'s' if t.threads != 1 else ''}"
+    return text
+
+
 def profile_rows(p: Profile) -> list[tuple[str, str]]:
     """(figure, value) pairs of a profile, formatted for display."""
     rows = [
@@ -25,15 +38,10 @@ def profile_rows(p: Profile) -> list[tuple[str, str]]:
         ("train-step FLOPs", fmt_flops(p.train_flops)),
     ]
     if p.latency:
-        t = p.latency
-        rows.append(("latency (median [p10, p90], runs)",
-                     f"{fmt_seconds(t.median_s)} [{fmt_seconds(t.p10_s)}, {fmt_seconds(t.p90_s)}], {t.runs} runs, "
-                     f"CI +-{t.ci_rel:.1%}" + ("" if t.stable else " (time cap hit before 2 % stability)")))
+        rows.append(("latency (median [p10, p90], runs)", _timing_text(p.latency)))
         rows.append(("throughput", f"{p.throughput_per_s:,.1f} samples/s"))
     if p.train_step:
-        t = p.train_step
-        rows.append(("train step (median [p10, p90], runs)",
-                     f"{fmt_seconds(t.median_s)} [{fmt_seconds(t.p10_s)}, {fmt_seconds(t.p90_s)}], {t.runs} runs"))
+        rows.append(("train step (median [p10, p90], runs)", _timing_text(p.train_step)))
     rows += [
         ("peak memory: inference", fmt_bytes(p.peak_memory_bytes)),
         ("peak memory: training step", fmt_bytes(p.train_peak_memory_bytes)),

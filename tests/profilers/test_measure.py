@@ -465,3 +465,34 @@ def test_sparse_bytes_is_values_plus_a_one_bit_mask_when_smaller():
     assert sparse_bytes(big.weight.detach()) == 8_704
     assert p.sparse_serialized_bytes is not None and p.sparse_serialized_bytes < p.serialized_bytes - 7_000
     assert measure(nn.Linear(4, 4), torch.randn(2, 4), train=False, **FAST).sparse_serialized_bytes is None
+
+
+def test_a_contended_cpu_timing_is_never_reported_tight(monkeypatch):
+    """A timed op that gets almost no CPU time for its wall time (here: it sleeps, exactly the
+    signature of a process descheduled by another) is retried, then reported contended: the
+    interval widened to the lost share, never stable."""
+    import time as _time
+
+    import profilers.measurement as m
+
+    monkeypatch.setattr(m, "CONTENTION_RETRIES", 1)
+    calls = []
+
+    def idle():
+        calls.append(1)
+        _time.sleep(0.002)
+
+    t = m._time_runs(idle, torch.device("cpu"), warmup=1, min_runs=5, max_runs=5, time_cap_s=1.0, target_ci=0.02)
+    assert t.contended and not t.stable and t.cpu_share < 0.5
+    assert t.ci_rel >= 1 - t.cpu_share  # the median may be that much too slow
+    assert len(calls) == 2 * 6  # two loops (the retry) of 1 warm-up + 5 timed runs
+    assert t.threads == torch.get_num_threads()
+
+
+def test_a_busy_cpu_timing_is_not_contended():
+    import profilers.measurement as m
+
+    x = torch.randn(256, 256)
+    t = m._time_runs(lambda: x @ x, torch.device("cpu"), warmup=2, min_runs=10, max_runs=30, time_cap_s=1.0,
+                     target_ci=0.5)
+    assert t.cpu_share > 0.5 and not t.contended
