@@ -8,7 +8,7 @@ this concatenates them in a fixed order, so RESULTS.md holds every figure in one
 
 from pathlib import Path
 
-ORDER = ["hardware", "flops", "profilers", "techniques", "parallel", "cost_models", "layerwise", "search"]
+ORDER = ["hardware", "flops", "profilers", "fidelity", "techniques", "parallel", "cost_models", "layerwise", "search"]
 
 
 def main() -> None:
