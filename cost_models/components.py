@@ -206,13 +206,13 @@ def c_data(usage: Usage, scenario: Scenario, prices: PriceBook) -> list[LineItem
         if n > 0 and scenario.applies(key):
             items.append(_item("data", f"labeling ({key})", n, "label", d.usd_per_label, f"{n:,.0f} labels",
                                "Scenario.data.usd_per_label", "data"))
-    for key, usd in sorted(d.acquisition_usd.items()):
-        if usd > 0 and scenario.applies(key):
-            items.append(_item("data", f"data acquisition ({key})", 1.0, "lump sum", usd, "1",
+    for key, amount in sorted(d.acquisition_usd.items()):
+        if amount > 0 and scenario.applies(key):
+            items.append(_item("data", f"data acquisition ({key})", 1.0, "lump sum", amount, "1",
                                "Scenario.data.acquisition_usd", "data"))
-    for key, usd in sorted(d.preprocessing_usd.items()):
-        if usd > 0 and scenario.applies(key):
-            items.append(_item("data", f"preprocessing ({key})", 1.0, "lump sum", usd, "1",
+    for key, amount in sorted(d.preprocessing_usd.items()):
+        if amount > 0 and scenario.applies(key):
+            items.append(_item("data", f"preprocessing ({key})", 1.0, "lump sum", amount, "1",
                                "Scenario.data.preprocessing_usd", "data"))
     months = usage.horizon_months if d.storage_months is None else d.storage_months
     if d.dataset_gb > 0 and months > 0:

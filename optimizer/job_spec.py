@@ -21,7 +21,6 @@ from profilers.config import (
     at,
     check_choice,
     check_fields,
-    check_int,
     invalid,
     serializable,
     where,

@@ -28,7 +28,7 @@ import math
 from pathlib import Path
 from typing import Any, Callable, ClassVar, Sequence
 
-from profilers.config import invalid, to_json_dict
+from profilers.config import to_json_dict
 from profilers.render import usd
 
 from .methods import Outcome, SearchContext, SearchMethod, register_method
