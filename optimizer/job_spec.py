@@ -9,7 +9,6 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.util
-import math
 import re
 import sys
 from dataclasses import dataclass, field
@@ -18,6 +17,7 @@ from typing import Any
 
 from cost_models import PriceRow, Scenario
 from profilers.config import (
+    is_number,
     at,
     check_choice,
     check_fields,
@@ -153,7 +153,7 @@ class Job:
     def _check_search(self) -> None:
         o = "Job"
         mq = self.min_quality
-        if not _is_num(mq):
+        if not is_number(mq):
             raise invalid(o, "min_quality", "a finite number (the quality target)", mq)
         _check_quality_range(self.workload, mq)
         from .methods import get_method
@@ -291,9 +291,6 @@ def _check_quality_range(workload: Any, min_quality: float, quality_range: Any =
         quality_range, metric = workloads.quality_range(workload), workloads.quality_metric(workload)
     check_quality_target("Job", "min_quality", min_quality, quality_range, metric, workload)
 
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _layer_choices(v: Any) -> tuple[Any, ...]:

@@ -9,10 +9,9 @@ value may be.
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable, Mapping
 
-from profilers.config import check_list, described, invalid
+from profilers.config import check_list, described, invalid, is_number
 
 __all__ = ["MAX_SEED", "DIALECTS", "check_search_options", "check_fidelities"]
 
@@ -22,12 +21,9 @@ MAX_SEED = 2**32 - 1
 DIALECTS = ("sqlite", "postgresql", "mysql", "mssql", "oracle")
 
 
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
-
 
 def _positive(owner: str, f: str, v: Any) -> float:
-    if not _is_num(v) or v <= 0:
+    if not is_number(v) or v <= 0:
         raise invalid(owner, f, "a number > 0", described(v))
     return v
 
@@ -51,7 +47,7 @@ def check_fidelities(owner: str, f: str, v: Any) -> tuple[float, ...]:
     """Multi-fidelity rungs: an increasing list of fractions in (0, 1] (the full run, 1.0, is the
     last rung whether listed or not)."""
     def fraction(fi: str, x: Any) -> float:
-        if not _is_num(x) or not 0 < x <= 1:
+        if not is_number(x) or not 0 < x <= 1:
             raise invalid(owner, fi, "a fraction in (0, 1]", described(x))
         return float(x)
 
@@ -76,7 +72,7 @@ def _pruner(owner: str, f: str, v: Any) -> Any:
 
 
 def _prune_margin(owner: str, f: str, v: Any) -> float:
-    if not _is_num(v) or v < 0:
+    if not is_number(v) or v < 0:
         raise invalid(owner, f, "a number >= 0", described(v))
     return v
 

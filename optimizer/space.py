@@ -27,7 +27,7 @@ import math
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from profilers.config import invalid, serializable
+from profilers.config import invalid, is_number, serializable
 
 __all__ = ["SearchSpace", "Variant", "Strategy", "Knob", "knob"]
 
@@ -58,9 +58,6 @@ def knob(default: tuple, **kw: Any) -> Any:
     """A dataclass field that is a search dimension (keyword arguments: those of :class:`Knob`)."""
     return field(default=tuple(default), metadata={"knob": Knob(**kw)})
 
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
 
 
 def _int_at_least(v: Any, lo: int) -> bool:
@@ -106,11 +103,11 @@ class SearchSpace:
 
     distill_width: tuple[float, ...] = knob(
         (1.0,), off=1.0, tag="w", allowed="a fraction in (0, 1] (1.0 = no distillation)",
-        check=lambda v: _is_num(v) and 0 < v <= 1, technique=_distill, order=lambda v: -v,
+        check=lambda v: is_number(v) and 0 < v <= 1, technique=_distill, order=lambda v: -v,
         describe=lambda v: f"distill to width {v:g}")
     prune_amount: tuple[float, ...] = knob(
         (0.0,), off=0.0, tag="p", allowed="a fraction in [0, 1) (0.0 = no pruning)",
-        check=lambda v: _is_num(v) and 0 <= v < 1, technique=_prune, describe=lambda v: f"prune {v:.0%}")
+        check=lambda v: is_number(v) and 0 <= v < 1, technique=_prune, describe=lambda v: f"prune {v:.0%}")
     quantize: tuple[str, ...] = knob(
         ("none",), off="none", tag="q", allowed=lambda: "one of " + ", ".join(map(repr, _quant_modes())),
         check=lambda v: v in _quant_modes(), technique=_quantize, order=lambda v: _quant_modes().index(v),
@@ -243,7 +240,7 @@ class Variant:
     def key(self) -> str:
         if self.name:
             return self.name
-        return "-".join(f"{t}{v:g}" if _is_num(v) else f"{t}{v}" for t, (_, v) in zip(self.tags, self.values))
+        return "-".join(f"{t}{v:g}" if is_number(v) else f"{t}{v}" for t, (_, v) in zip(self.tags, self.values))
 
     @property
     def label(self) -> str:

@@ -31,6 +31,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, TypeVar
 
 __all__ = [
+    "is_number",
     "SigmastarError",
     "ConfigError",
     "MISSING",
@@ -418,17 +419,18 @@ def build(cls: type[T], table: Any, path: str | None = None, *, fields: Mapping[
     return obj
 
 
-def _is_number(x: Any) -> bool:
+def is_number(x: Any) -> bool:
+    """A finite int or float, not a bool: what every numeric config field accepts."""
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def check_positive(owner: str, field: str, value: Any) -> None:
-    if not _is_number(value) or value <= 0:
+    if not is_number(value) or value <= 0:
         raise invalid(owner, field, "a finite number > 0", value)
 
 
 def check_non_negative(owner: str, field: str, value: Any) -> None:
-    if not _is_number(value) or value < 0:
+    if not is_number(value) or value < 0:
         raise invalid(owner, field, "a finite number >= 0", value)
 
 
