@@ -40,6 +40,10 @@ class CostBreakdown:
     status: str = "ok"
     message: str = ""
     provenance: tuple[str, ...] = field(default_factory=tuple)
+    #: totals with every projected time at the low / high end of its calibration band (None: the
+    #: figures carry no band, e.g. measured on this machine); high is inf when the slow end misses the SLO
+    low_usd: float | None = None
+    high_usd: float | None = None
 
     def __post_init__(self) -> None:
         check_choice("CostBreakdown", "status", self.status, ("ok", "infeasible"))
@@ -64,6 +68,15 @@ class CostBreakdown:
     @property
     def total_usd(self) -> float:
         return math.inf if not self.ok else sum(it.cost_usd for it in self.items)
+
+    @property
+    def band_usd(self) -> tuple[float, float, float]:
+        """(low, expected, high) totals; low = high = expected when the figures carry no band."""
+        t = self.total_usd
+        if not self.ok:
+            return t, t, t
+        return (t if self.low_usd is None else min(self.low_usd, t), t,
+                t if self.high_usd is None else max(self.high_usd, t))
 
     @property
     def usd_per_1000_requests(self) -> float | None:

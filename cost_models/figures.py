@@ -19,11 +19,13 @@ from typing import Any, Iterable
 from profilers import hardware
 from profilers.config import ConfigError, check_positive, invalid, serializable
 
-__all__ = ["FIELDS", "ModelFigures", "figures_from", "device_spec", "devices_that_fit", "require_fit"]
+__all__ = ["FIELDS", "BAND_FIELDS", "ModelFigures", "figures_from", "device_spec", "devices_that_fit", "require_fit"]
 
 #: the attribute names cost_models reads, and nothing else
 FIELDS = ("device", "dtype", "batch_size", "latency_s", "train_step_s", "peak_memory_bytes",
           "train_peak_memory_bytes", "parameter_bytes", "provenance")
+#: read when present: the projected times' error bands (low, high), from the calibration
+BAND_FIELDS = ("latency_band_s", "train_step_band_s")
 
 
 _OPTIONAL = ("train_step_s", "train_peak_memory_bytes")
@@ -51,9 +53,20 @@ class ModelFigures:
     train_peak_memory_bytes: int | None
     parameter_bytes: int
     provenance: str
+    #: (low, high) seconds: the band the true time lies in (80 %, from the calibration's validation
+    #: errors); None for a measurement or an uncalibrated projection
+    latency_band_s: tuple[float, float] | None = None
+    train_step_band_s: tuple[float, float] | None = None
 
     def __post_init__(self) -> None:
         o = "ModelFigures"
+        for f in BAND_FIELDS:
+            v = getattr(self, f)
+            if v is not None:
+                if not (isinstance(v, (tuple, list)) and len(v) == 2 and all(
+                        isinstance(x, (int, float)) and math.isfinite(x) and x > 0 for x in v) and v[0] <= v[1]):
+                    raise invalid(o, f, "None or (low, high) seconds with 0 < low <= high", v)
+                object.__setattr__(self, f, (float(v[0]), float(v[1])))
         for f in ("device", "dtype", "provenance"):
             v = getattr(self, f)
             if not isinstance(v, str) or not v.strip():
@@ -98,6 +111,8 @@ def figures_from(obj: Any) -> ModelFigures:
         if name.endswith("_bytes") and isinstance(v, float) and math.isfinite(v) and v == int(v):
             v = int(v)
         values[name] = v
+    for name in BAND_FIELDS:
+        values[name] = get(name, None)
     return ModelFigures(**values)
 
 

@@ -9,7 +9,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from profilers.config import invalid, serializable
@@ -67,9 +68,32 @@ class CostModel:
             return CostBreakdown(self.scenario.name, name, fig.device, (tfig or fig).device, status="infeasible",
                                  message=str(e), provenance=tuple(prov))
         items = all_items(usage, self.scenario, self.prices)
+        low, high = self._band(fig, tfig, name)
         return CostBreakdown(self.scenario.name, name, usage.serve_device, usage.train_device, items,
                              requests=usage.requests, training_runs=usage.training_runs, replicas=usage.replicas,
-                             provenance=tuple(prov))
+                             provenance=tuple(prov), low_usd=low, high_usd=high)
+
+    def _band(self, fig: ModelFigures, tfig: ModelFigures | None, name: str) -> tuple[float | None, float | None]:
+        """Totals with every projected time at the low and at the high end of its band (None, None
+        when no figure has a band). The high end may miss the latency SLO: then it is infinite."""
+        t = tfig if tfig is not None else fig
+        if fig.latency_band_s is None and t.train_step_band_s is None:
+            return None, None
+        out = []
+        for end in (0, 1):
+            f = replace(fig, latency_s=fig.latency_band_s[end]) if fig.latency_band_s else fig
+            tf = None
+            if tfig is not None:
+                tf = replace(tfig, train_step_s=tfig.train_step_band_s[end]) if tfig.train_step_band_s else tfig
+            elif fig.train_step_band_s and fig.train_step_s is not None:
+                f = replace(f, train_step_s=fig.train_step_band_s[end])
+            try:
+                usage = compute_usage(f, self.scenario, tf, model_name=name)
+            except Infeasible:
+                out.append(math.inf)
+                continue
+            out.append(sum(it.cost_usd for it in all_items(usage, self.scenario, self.prices)))
+        return out[0], out[1]
 
     def total_usd(self, figures: Any, train_figures: Any = None) -> float:
         """Shorthand for ``estimate(...).total_usd`` (inf when infeasible)."""

@@ -35,8 +35,17 @@ def _title(b: "CostBreakdown") -> str:
     return f"{b.scenario_name}: {b.model_name} on {dev}"
 
 
+def band_text(b: "CostBreakdown") -> str:
+    """'low - high (80 % band of the projected times)', or '' when the figures carry no band."""
+    if b.low_usd is None and b.high_usd is None:
+        return ""
+    lo, _, hi = b.band_usd
+    return f"{usd(lo)} - {usd(hi)} (80 % band of the projected times)"
+
+
 def _footer(b: "CostBreakdown") -> str:
-    return (f"per 1,000 requests: {usd(b.usd_per_1000_requests)}; per training run: {usd(b.usd_per_training_run)}; "
+    band = band_text(b)
+    return ((f"total {usd(b.total_usd)}, {band}; " if band else "") + f"per 1,000 requests: {usd(b.usd_per_1000_requests)}; per training run: {usd(b.usd_per_training_run)}; "
             f"replicas: {b.replicas}; training runs: {b.training_runs}")
 
 

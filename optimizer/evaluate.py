@@ -106,13 +106,13 @@ class Evaluator:
             from profilers import measure, project
 
             from profilers import hardware
-            from profilers.projection import DEFAULT_EFFICIENCY
 
             if "profile" not in self._base_train:
                 self._base_train["profile"] = self._measured("base-train", lambda: measure(
                     self.base, self.workload, time_cap_s=self.profile_time_cap_s, min_runs=5, device="cpu"))
-            # as in price(): calibrated on this CPU for the CPU, the stated default for other devices
-            eff = "calibrated" if hardware.get(device).kind == "cpu" else DEFAULT_EFFICIENCY
+            # as in price(): calibrated on this CPU for the CPU, the published-measurement calibration
+            # (profilers.calibration) for a GPU
+            eff = "calibrated" if hardware.get(device).kind == "cpu" else None
             self._base_train[device] = project(self._base_train["profile"], device, efficiency=eff)
         return self._base_train[device]
 
@@ -140,7 +140,7 @@ class Evaluator:
         if v.key in self._prices:
             return self._prices[v.key]
         from profilers import count_flops, measure, project
-        from profilers.projection import DEFAULT_EFFICIENCY, at_batch, calibrate, unsupported_dtypes
+        from profilers.projection import at_batch, calibrate, unsupported_dtypes
         from profilers.techniques import UnsupportedTechnique, apply
 
         dep = Deployment(variant=v, cost_usd=math.inf)
@@ -166,12 +166,12 @@ class Evaluator:
                         dep.options.append((spec.name, b, math.inf, f"{', '.join(missing)} unsupported on {spec.name}"))
                         continue
                     # each op at its own dtype (per-op precision). This CPU's efficiency is calibrated
-                    # from the measurement; it says little about other devices' kernels, which get
-                    # the stated default (DEFAULT_EFFICIENCY)
+                    # from the measurement; it says little about other devices' kernels, which read
+                    # the calibration against published measurements (with its error band)
                     if spec.kind == "cpu":
                         proj = project(pb, spec, efficiency=eff, efficiency_source=src)
                     else:
-                        proj = project(pb, spec, efficiency=DEFAULT_EFFICIENCY)
+                        proj = project(pb, spec)
                     tfig = proj if train else self._base_train_projection(d)
                     br = cm.estimate(proj, train_figures=tfig, model_name=f"{self.workload.name} [{v.label}]")
                     usd = br.total_usd if br.status == "ok" else math.inf
@@ -264,10 +264,16 @@ class Evaluator:
         if pooled:
             comps["train_deploy"] = comps.get("train_deploy", 0.0) - dep.pool.saving_usd
             prov.append(dep.pool.provenance)
+        band = None
+        if dep.breakdown is not None and dep.breakdown.ok and (dep.breakdown.low_usd is not None
+                                                                or dep.breakdown.high_usd is not None):
+            lo, _, hi = dep.breakdown.band_usd
+            saving = dep.pool.saving_usd if pooled else 0.0  # the pool's saving, at the expected times
+            band = (lo - saving, hi - saving)
         return Strategy(
             variant=v.key, label=v.label, techniques=tuple(self.space.techniques(v)),
             device=dep.pool.describe() if pooled else (dep.device or "-"), batch_size=dep.batch_size or 0,
             replicas=sum(dep.pool.devices.values()) if pooled else int(getattr(dep.breakdown, "replicas", 0) or 0),
             cost_usd=dep.cost_usd, quality=self.known_quality(v), quality_source=quality_source,
             cost_breakdown=comps, provenance=tuple(prov), pool=dict(dep.pool.devices) if pooled else {},
-            pool_saving_usd=dep.pool.saving_usd if pooled else 0.0)
+            pool_saving_usd=dep.pool.saving_usd if pooled else 0.0, cost_band_usd=band)

@@ -201,6 +201,15 @@ def search_markdown(result: Any, run: dict, files: dict[str, str]) -> str:
     else:
         lines.append(f"**{best.label}**, served on **{best.device} x {best.replicas}** at batch {best.batch_size}: "
                      f"**{usd(best.cost_usd)}**, quality {fmt_num(best.quality, '.4f')} ({best.quality_source}).")
+        if best.cost_band_usd is not None:
+            lines += ["", f"80 % band of the total from the projected device times' calibration: "
+                      f"{usd(best.cost_band_usd[0])} - {usd(best.cost_band_usd[1])}."]
+        if result.ranking_note:
+            lines += ["", f"**{result.ranking_note[0].upper()}{result.ranking_note[1:]}**"]
+            lines += ["", markdown_table(["overlapping deployment", "device", "batch", "cost", "80 % band"],
+                                         [[r["label"], r["device"], r["batch_size"], usd(r["cost_usd"]),
+                                           f"{usd(r['band_usd'][0])} - {usd(r['band_usd'][1])}"]
+                                          for r in result.rivals[:10]])]
         sv = result.savings_usd
         if base is not None and best.variant == base.variant:
             if _why_rows(result):

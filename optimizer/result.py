@@ -60,6 +60,9 @@ class SearchResult:
     closest: tuple[dict, ...] = ()  # when infeasible: the nearest candidates and what each missed
     spend: dict = field(default_factory=dict)  # elapsed_s, and spent_usd with its rate when priced (optimizer.budget)
     layerwise: tuple[dict, ...] = ()  # the layerwise method's solve -> assemble -> measure rounds
+    #: deployments whose cost band overlaps the best's (label, device, batch_size, cost_usd, band_usd)
+    rivals: tuple[dict, ...] = ()
+    ranking_note: str = ""  # "" when the best is cheapest across the bands too
 
     # ---- figures ------------------------------------------------------------------------------
     @property

@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from profilers.config import invalid
+from profilers.render import usd as usd_txt
 
 from .budget import SearchBudget
 from .evaluate import Evaluator
@@ -183,8 +184,53 @@ def _assemble(ctx: SearchContext, method: str, outcome: Outcome, seconds: float)
         closest += tuple({"label": t.label, "quality": t.quality, "cost_usd": t.cost_usd,
                           "missed": t.error or "no (device, batch) meets the SLO and memory"} for t in no_dep)
         message = message or "no variant meets the constraints"
+    rivals, ranking_note = _rivals(ev, best_v, feasible) if best_v is not None else ((), "")
     return SearchResult(
         method=method, status=status, message=message, min_quality=float(min_quality), best=best, baseline=baseline,
         pareto=pareto, trials=tuple(trials), quality_evaluations=sum(1 for v in variants if ev.evaluated(v)),
         seconds=seconds, certificate=outcome.certificate, violations=outcome.violations, closest=closest,
-        spend=ctx.budget.describe(), layerwise=outcome.layerwise)
+        spend=ctx.budget.describe(), layerwise=outcome.layerwise, rivals=rivals, ranking_note=ranking_note)
+
+
+def _band(br: Any, usd: float) -> tuple[float, float]:
+    if br is None or not br.ok:
+        return usd, usd
+    lo, _, hi = br.band_usd
+    shift = usd - br.total_usd  # a pool's saving
+    return lo + shift, hi + shift
+
+
+def _rivals(ev: Any, best_v: Any, feasible: list) -> tuple[tuple[dict, ...], str]:
+    """The deployments whose cost band overlaps the best's (other variants meeting the target at their
+    cheapest deployment, and the best variant on other devices), and a sentence saying so and what
+    measurement would settle it ("" when the ranking is certain within the bands)."""
+    dep = ev.priced(best_v)
+    b_lo, b_hi = _band(dep.breakdown, dep.cost_usd)
+    out = []
+    for v, usd, _ in feasible:
+        if v.key == best_v.key:
+            continue
+        d = ev.priced(v)
+        lo, hi = _band(d.breakdown, usd)
+        if lo <= b_hi:
+            out.append({"label": v.label, "device": d.device, "batch_size": d.batch_size, "cost_usd": usd,
+                        "band_usd": (lo, hi)})
+    for device, (b, br, _, usd) in dep.per_device.items():
+        if device == dep.device or not math.isfinite(usd):
+            continue
+        lo, hi = _band(br, usd)
+        if lo <= b_hi:
+            out.append({"label": best_v.label, "device": device, "batch_size": b, "cost_usd": usd,
+                        "band_usd": (lo, hi)})
+    out.sort(key=lambda r: r["cost_usd"])
+    if not out:
+        return (), ""
+    what = "; ".join(f"{r['label']} on {r['device']} ({usd_txt(r['cost_usd'])}, band {usd_txt(r['band_usd'][0])} - "
+                     f"{usd_txt(r['band_usd'][1])})" for r in out[:3])
+    more = f" and {len(out) - 3} more" if len(out) > 3 else ""
+    devices = sorted({dep.device, *(r["device"] for r in out[:3])})
+    note = (f"ranking not certain: the best ({best_v.label} on {dep.device}, {usd_txt(dep.cost_usd)}, band "
+            f"{usd_txt(b_lo)} - {usd_txt(b_hi)}) overlaps {what}{more} within the 80 % bands of the projected "
+            f"device times. Measuring the serving latency of these deployments on {', '.join(devices)} (the "
+            "projection's calibration rows are in the provenance) would settle it.")
+    return tuple(out), note

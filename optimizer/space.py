@@ -270,3 +270,5 @@ class Strategy:
     provenance: tuple[str, ...] = ()
     pool: dict[str, int] = field(default_factory=dict)
     pool_saving_usd: float = 0.0
+    #: (low, high) total when the device times carry a calibration band (80 %); None: no band
+    cost_band_usd: tuple[float, float] | None = None

@@ -17,7 +17,13 @@ Formulas torch lacks are added through its own extension point, ``FlopCounterMod
   ``groups`` times over.
 
 Besides FLOPs, every executed op's bytes touched (inputs read + outputs written) is recorded per
-op signature (:attr:`FlopCount.ops`), which the roofline projection uses.
+op signature (:attr:`FlopCount.ops`), which the roofline projection uses. A batched matmul that runs
+directly inside an attention module (its innermost module's class name ends in "Attention", as
+transformers and torch name them: the ``QK^T`` and ``PV`` products of attention run eagerly) records
+the bytes of its score / probability operand as ``onchip_bytes``: the ``s_q x s_k`` matrix a fused
+attention kernel never writes to memory. For ``C[b,m,n] = A[b,m,k] @ B[b,k,n]`` it is the operand
+without the smallest of m, k, n (the head dimension): ``C`` when k is smallest (``QK^T``), ``A`` when
+n is (``PV``), ``B`` when m is (backward products such as ``Q^T dS``).
 """
 
 from __future__ import annotations
@@ -235,14 +241,29 @@ class FlopCount:
         return "\n".join(lines)
 
 
+def _score_bytes(name: str, args: Any, out: Any) -> int:
+    """Bytes of the attention score / probability operand of a batched matmul (see the module
+    docstring), 0 for a matmul of another shape."""
+    base = name.removeprefix("aten.").split(".")[0]
+    if base not in ("bmm", "baddbmm", "matmul") or not isinstance(out, torch.Tensor) or out.dim() < 3:
+        return 0
+    a, b = (args[1], args[2]) if base == "baddbmm" else (args[0], args[1])
+    if not (isinstance(a, torch.Tensor) and isinstance(b, torch.Tensor)) or a.dim() < 3 or b.dim() < 3:
+        return 0
+    m, k, n = a.shape[-2], a.shape[-1], b.shape[-1]
+    smallest = min(m, k, n)
+    return _tensor_bytes(out if k == smallest else a if n == smallest else b)
+
+
 class _OpRecorder(TorchDispatchMode):
     """Sits outside FlopCounterMode and sees the leaf ops it executes (after its decompositions)."""
 
-    def __init__(self, registry: Mapping[Any, Callable]) -> None:
+    def __init__(self, registry: Mapping[Any, Callable], scope: Callable[[], str] = lambda: "") -> None:
         super().__init__()
         self.registry = registry
         self.records: dict[tuple, list] = {}
         self.uncounted: dict[str, int] = {}
+        self.scope = scope  # class name of the innermost module running now ("" if unknown)
 
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
@@ -263,10 +284,11 @@ class _OpRecorder(TorchDispatchMode):
             outs, _ = tree_flatten(out)
             nbytes = sum(_tensor_bytes(t) for t in ins) + sum(_tensor_bytes(t) for t in outs)
             dtype = compute_dtype(ins)
-        key = (name, flops, nbytes, dtype)
+        onchip = _score_bytes(name, args, out) if cls == "matmul" and self.scope().endswith("Attention") else 0
+        key = (name, flops, nbytes, dtype, onchip)
         rec = self.records.get(key)
         if rec is None:
-            self.records[key] = [name, cls, 1, flops, nbytes, dtype]
+            self.records[key] = [name, cls, 1, flops, nbytes, dtype, onchip]
         else:
             rec[2] += 1
         return out
@@ -363,7 +385,15 @@ def count_flops(model: torch.nn.Module, inputs: Any, *, train: bool = False,
     if dtype is not None:
         inputs = cast_inputs(inputs, None, dtype)
     counter = fc.FlopCounterMode(display=False, custom_mapping=EXTRA_FORMULAS)
-    recorder = _OpRecorder(counter.flop_registry)
+    # module path (as the counter's ModuleTracker names it) -> class name, for the attention scope
+    classes = {f"{type(model).__name__}.{n}" if n else type(model).__name__: type(m).__name__
+               for n, m in model.named_modules()}
+
+    def scope() -> str:
+        parents = counter.mod_tracker.parents
+        return classes.get(max(parents, key=len), "") if parents else ""
+
+    recorder = _OpRecorder(counter.flop_registry, scope)
     grads = {p: p.grad for p in model.parameters()} if train else {}
     try:
         with recorder, counter:

@@ -47,6 +47,9 @@ class DeviceSpec:
     network_gbps: float = 0.0  # inter-node bytes/s per device (e.g. one 400 Gb/s NIC = 50 GB/s)
     devices_per_node: int = 1
     tdp_watts: float = 0.0
+    #: architecture generation ("turing", "ampere", "ada", "hopper", "blackwell", "cdna3", "cpu"): a
+    #: device without calibration rows of its own takes its generation's calibrated efficiency
+    generation: str = ""
     source: str = ""
     date: str = ""
     notes: str = ""
@@ -149,6 +152,14 @@ def register(spec: DeviceSpec) -> DeviceSpec:
     _ensure_loaded()
     _CATALOG[spec.name.lower()] = spec
     return spec
+
+
+def read(path: str | Path) -> list[DeviceSpec]:
+    """The ``[[device]]`` rows of a TOML file (same schema as ours), without adding them to the catalog."""
+    p = Path(path)
+    if not p.is_file():
+        raise invalid("hardware.read", "path", "an existing TOML file", str(path))
+    return _rows_from_toml(p.read_text(), str(p))
 
 
 def load(path: str | Path) -> list[DeviceSpec]:

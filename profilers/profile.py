@@ -36,6 +36,10 @@ class OpRecord:
     #: an input is fp8, else the widest floating input, else int8 for integer (quantized) inputs;
     #: ``""`` when unknown (records written before op dtypes were kept: the profile's dtype applies)
     dtype: str = ""
+    #: bytes per call that a fused attention kernel (FlashAttention, TensorRT's fMHA) keeps on chip:
+    #: the score / probability matrix that an attention matmul run eagerly writes to or reads from
+    #: memory (0 for every other op). The "fused" runtime of :func:`profilers.project` does not pay them.
+    onchip_bytes: int = 0
 
     @property
     def total_flops(self) -> int:

@@ -1,27 +1,38 @@
-"""Project a profile onto a device we don't have: a roofline over the profile's op records.
+"""Project a profile onto a device we don't have: a roofline over the profile's op records, run by a
+runtime, at an efficiency calibrated against published measurements.
 
 Torch-free. For each op signature recorded by :func:`profilers.count_flops` (FLOPs, bytes read +
-written per call, and the dtype it computes in), on device D::
+written per call, and the dtype it computes in), on device D, each kernel ``runtime`` launches costs
 
-    t_op = max(flops / peak_D(op dtype), bytes / bandwidth_D)
-    t    = sum over ops of calls * t_op / efficiency
+    t_op     = max(flops / peak_D(op dtype), bytes / bandwidth_D)           (the roofline)
+    t_kernel = max(t_op / e[D, op class, runtime], o[runtime])              (per call)
+    t        = sum over kernels of calls * t_kernel
 
-Each op is priced at **its own dtype** (per-op precision): a CNN whose only Linear was quantized
-to int8 keeps its convolutions at their fp32 peak, and the bytes are each operand's real bytes
-(int8 weights + fp32 activations for weight-only int8). ``dtype=`` is the explicit "cast
-everything" what-if: every op at that dtype's peak, bytes scaled by the dtype's byte ratio, and the
-provenance says so. An op is compute-bound when its first term wins, memory-bound otherwise;
-arithmetic-free ops (views) take no time. A device without a peak for an op's dtype cannot run the
+**Runtime** (:func:`kernel_table`): ``"eager"`` (PyTorch eager) launches a kernel per op with
+arithmetic or traffic (element-wise ops, norms and casts included) and runs attention as the model
+does (score matrices written to and read from memory); ``"fused"`` (TensorRT, torch.compile,
+FlashAttention) launches only matmuls, convolutions and attention: element-wise work is fused into
+its producer, and an attention matmul keeps its score matrix on chip (``OpRecord.onchip_bytes``).
+``o`` is the per-kernel launch and framework overhead, so no projection beats kernels x ``o``.
+
+**Precision**: each op is priced at **its own dtype**: a CNN whose only Linear was quantized to int8
+keeps its convolutions at their fp32 peak, and the bytes are each operand's real bytes (int8 weights
++ fp32 activations for weight-only int8). ``dtype=`` is the explicit "cast everything" what-if:
+every op at that dtype's peak, bytes scaled by the dtype's byte ratio, and the provenance says so.
+Arithmetic-free ops (views) take no time. A device without a peak for an op's dtype cannot run the
 model as profiled (the error names the dtype), except element-wise work, which falls back to its
 fp32 peak (it is bandwidth-bound), and a CPU, which computes any dtype through fp32.
 
-``efficiency`` (0 < e <= 1) is the fraction of the roofline the real kernels reach:
+**Efficiency** ``e`` and overhead ``o``:
 
-* ``"calibrated"`` (the default when a profile measured on this machine's CPU is projected onto
-  that CPU): e = roofline time of the profile on the host's *measured* spec / the measured median
-  time, separately for inference and for the training step;
-* a number you give (e.g. from a measurement on the real device);
-* otherwise :data:`DEFAULT_EFFICIENCY`, an assumption stated in the provenance.
+* a GPU (default): :mod:`profilers.calibration`, fitted per (device, op class, runtime) to published
+  measured figures, with an 80 % band from its leave-one-out errors (``latency_band_s``); a device
+  without rows of its own takes its generation's fit and says so; the provenance names the rows;
+* this machine's CPU, for a profile measured on it (default): ``"calibrated"``, e = roofline time on
+  the host's *measured* spec / the measured median time, separately for inference and training;
+* a number you give (e.g. from a measurement on the real device): every op class at it (a GPU keeps
+  the calibrated overhead floor); no band;
+* another CPU: :data:`DEFAULT_EFFICIENCY`, an assumption stated in the provenance.
 
 Memory is carried over from the profile (scaled by the dtype's byte ratio for a cast what-if).
 """
@@ -29,13 +40,13 @@ Memory is carried over from the profile (scaled by the dtype's byte ratio for a 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Sequence
+from typing import Any, Mapping, Sequence
 
 from .config import invalid, serializable
 from .hardware import DeviceSpec, get
 from .profile import DTYPE_BYTES, OpRecord, Profile
 
-__all__ = ["Projection", "project", "roofline_time", "calibrate", "at_batch", "DEFAULT_EFFICIENCY", "op_dtypes",
+__all__ = ["Projection", "project", "roofline_time", "kernel_table", "kernel_time", "RUNTIMES", "CLASSES", "calibrate", "at_batch", "DEFAULT_EFFICIENCY", "op_dtypes",
            "unsupported_dtypes", "COMPUTE_CLASSES"]
 
 #: Assumed fraction of the roofline reached when nothing was calibrated. Source: Narayanan et al.
@@ -46,6 +57,11 @@ DEFAULT_EFFICIENCY = 0.5
 def _dtype_scale(profile_dtype: str, dtype: str) -> float:
     return DTYPE_BYTES[dtype] / DTYPE_BYTES.get(profile_dtype, 4)
 
+
+RUNTIMES = ("eager", "fused")
+#: op classes a kernel is priced in (attention: a fused attention kernel; eager attention runs as
+#: matmuls and element-wise "memory" kernels)
+CLASSES = ("matmul", "conv", "attention", "memory")
 
 #: op classes whose compute needs the device's peak for their dtype (the others are bandwidth-bound
 #: element-wise work, which runs through the fp32 units where a dtype has no peak of its own)
@@ -79,26 +95,56 @@ def _op_peak(r: OpRecord, device: DeviceSpec, dtype: str) -> float:
     return device.peak_flops_per_s(dtype)  # raises, naming the device and the dtypes it supports
 
 
+def kernel_table(ops: Sequence[OpRecord], device: DeviceSpec, runtime: str, dtype: str | None = None, *,
+                 bytes_scale: float = 1.0, default: str = "fp32") -> list[tuple[str, int, float, float]]:
+    """The kernels one pass over ``ops`` launches in ``runtime``: (class, calls, compute s, memory s)
+    per op signature, at 100 % of the roofline.
+
+    ``"eager"``: every op with arithmetic or traffic is a kernel, paying its bytes (attention as the
+    model runs it, score matrices included). ``"fused"``: only matmuls, convolutions and attention
+    launch kernels; element-wise ops, norms and casts are fused into their producer and add no time;
+    an attention matmul (``onchip_bytes`` > 0) is a fused-attention kernel that keeps its score /
+    probability matrix on chip."""
+    if runtime not in RUNTIMES:
+        raise invalid("project", "runtime", "one of " + ", ".join(map(repr, RUNTIMES)), runtime)
+    bw = device.memory_bandwidth_bytes_per_s
+    out = []
+    for r in ops:
+        if r.op_class == "free":
+            continue
+        cls = r.op_class
+        nbytes = r.bytes
+        if runtime == "fused":
+            if cls not in COMPUTE_CLASSES:
+                continue
+            if r.onchip_bytes:
+                cls, nbytes = "attention", r.bytes - r.onchip_bytes
+        tc = r.flops / _op_peak(r, device, dtype or r.dtype or default)
+        out.append((cls, r.calls, tc, nbytes * bytes_scale / bw))
+    return out
+
+
+def kernel_time(kernels: Sequence[tuple[str, int, float, float]], efficiency: Mapping[str, float],
+                overhead_s: float) -> float:
+    """Seconds of one pass: sum over kernels of calls x max(roofline / e[class], overhead)."""
+    return sum(n * max(max(tc, tm) / efficiency[c], overhead_s) for c, n, tc, tm in kernels)
+
+
 def roofline_time(ops: Sequence[OpRecord], device: DeviceSpec, dtype: str | None = None, *,
                   bytes_scale: float = 1.0, default: str = "fp32") -> tuple[float, dict[str, dict[str, float]]]:
     """(seconds at 100 % efficiency, per op class {"time_s", "compute_s", "memory_s", "bound"}).
 
     ``dtype`` None: each op at its own dtype (``default`` for records without one); a dtype: every op
     at that dtype's peak (a cast what-if; scale the bytes with ``bytes_scale``)."""
-    bw = device.memory_bandwidth_bytes_per_s
     total = 0.0
     classes: dict[str, dict[str, Any]] = {}
-    for r in ops:
-        if r.op_class == "free":
-            continue
-        tc = r.flops / _op_peak(r, device, dtype or r.dtype or default)
-        tm = r.bytes * bytes_scale / bw
-        t = r.calls * max(tc, tm)
+    for cls, n, tc, tm in kernel_table(ops, device, "eager", dtype, bytes_scale=bytes_scale, default=default):
+        t = n * max(tc, tm)
         total += t
-        c = classes.setdefault(r.op_class, {"time_s": 0.0, "compute_s": 0.0, "memory_s": 0.0})
+        c = classes.setdefault(cls, {"time_s": 0.0, "compute_s": 0.0, "memory_s": 0.0})
         c["time_s"] += t
-        c["compute_s"] += r.calls * tc
-        c["memory_s"] += r.calls * tm
+        c["compute_s"] += n * tc
+        c["memory_s"] += n * tm
     for c in classes.values():
         c["bound"] = "compute" if c["compute_s"] >= c["memory_s"] else "memory"
     return total, classes
@@ -147,6 +193,13 @@ class Projection:
     memory_capacity_bytes: int
     provenance: str
     notes: tuple[str, ...] = ()
+    runtime: str = "eager"
+    overhead_s: float = 0.0  # per kernel (launch and framework)
+    kernels: int = 0  # kernels one forward pass launches in this runtime
+    #: 80 % band (low, high) of the time from the calibration's validation errors; None: not calibrated
+    latency_band_s: tuple[float, float] | None = None
+    train_step_band_s: tuple[float, float] | None = None
+    calibration_rows: tuple[int, ...] = ()  # published_measurements.csv lines the efficiency was fitted on
 
     @property
     def throughput_per_s(self) -> float | None:
@@ -207,18 +260,27 @@ def _mix(profile: Profile) -> str:
     return ", ".join(f"{d} x {k} op signature{'s' if k != 1 else ''}" for d, k in sorted(n.items(), key=lambda kv: -kv[1]))
 
 
-def project(profile: Profile, device: str | DeviceSpec, dtype: str | None = None, *,
+def _band(t: float | None, band: tuple[float, float] | None) -> tuple[float, float] | None:
+    return None if t is None or band is None else (t * band[0], t * band[1])
+
+
+def project(profile: Profile, device: str | DeviceSpec, dtype: str | None = None, *, runtime: str = "eager",
             efficiency: float | str | dict | None = None, efficiency_source: str | None = None) -> Projection:
     """Project ``profile`` onto ``device`` (a catalog name or a DeviceSpec): each op at its own dtype,
-    or, with ``dtype``, every op cast to it (a what-if). See the module docstring for the model and
-    ``efficiency``.
+    or, with ``dtype``, every op cast to it (a what-if), run by ``runtime`` (``"eager"``: PyTorch
+    eager, every op a kernel; ``"fused"``: TensorRT / torch.compile / FlashAttention, element-wise
+    work fused, attention without its score matrix in memory). See the module docstring.
 
         >>> from profilers import analyze, project                 # doctest: +SKIP
         >>> project(analyze("llama-2-7b", seq_len=4096), "H100-SXM", "bf16").train_step_s
     """
+    from . import calibration
+
     if not isinstance(profile, Profile):
         raise invalid("project", "profile", "a Profile (from measure() or analyze())", type(profile).__name__)
     spec = get(device)
+    if runtime not in RUNTIMES:
+        raise invalid("project", "runtime", "one of " + ", ".join(map(repr, RUNTIMES)), runtime)
     # the catalog name other packages look up ("host" for this machine's CPU, whose spec is
     # named after its model)
     name = "host" if spec.kind == "cpu" and spec.name.startswith("host") else spec.name
@@ -232,49 +294,76 @@ def project(profile: Profile, device: str | DeviceSpec, dtype: str | None = None
             spec.peak_flops_per_s(d)  # raises naming the device, the dtype and those it supports
     scale = _dtype_scale(profile.dtype, dtype) if cast else 1.0
 
+    gpu = spec.kind != "cpu"
+    lk = calibration.load().lookup(spec, runtime) if gpu else None
+    band: tuple[float, float] | None = None
+    rows: tuple[int, ...] = ()
     if efficiency is None:
-        # a measurement on this CPU calibrates this CPU; it says little about another device's kernels,
-        # which get the stated default (the rule the search uses too)
-        here = profile.source == "measured" and profile.device == "host" and spec.kind == "cpu"
-        efficiency = "calibrated" if here else DEFAULT_EFFICIENCY
-    if efficiency == "calibrated":
-        eff = calibrate(profile)
-        eff.setdefault("train", eff["inference"])
+        # a measurement on this CPU calibrates this CPU; a GPU reads the calibration against published
+        # measurements (profile, search, whatif and the parallel model all do)
+        here = profile.source == "measured" and profile.device == "host" and not gpu
+        efficiency = "calibrated" if here else (lk if gpu else DEFAULT_EFFICIENCY)
+    overhead = lk.overhead_s if lk else 0.0
+    if isinstance(efficiency, calibration.Lookup):
+        eff_inf = eff_tr = efficiency.efficiency
+        eff_src, band, rows = efficiency.source, efficiency.band, efficiency.rows
+    elif efficiency == "calibrated":
+        e = calibrate(profile)
+        eff_inf = dict.fromkeys(CLASSES, e["inference"])
+        eff_tr = dict.fromkeys(CLASSES, e.get("train", e["inference"]))
         eff_src = f"calibrated on {profile.device_description}"
+        overhead = 0.0  # the measured time includes it
     elif isinstance(efficiency, dict) and set(efficiency) >= {"inference"} and all(
             isinstance(v, (int, float)) and 0 < v <= 1 for v in efficiency.values()):
-        eff = {"inference": float(efficiency["inference"]), "train": float(efficiency.get("train", efficiency["inference"]))}
+        eff_inf = dict.fromkeys(CLASSES, float(efficiency["inference"]))
+        eff_tr = dict.fromkeys(CLASSES, float(efficiency.get("train", efficiency["inference"])))
         eff_src = efficiency_source or "given by the caller"
     elif isinstance(efficiency, (int, float)) and not isinstance(efficiency, bool) and 0 < efficiency <= 1:
-        eff = {"inference": float(efficiency), "train": float(efficiency)}
-        eff_src = efficiency_source or ("assumed default (Narayanan et al. 2021 report 44-52 % of peak)"
-                                        if efficiency == DEFAULT_EFFICIENCY else "given by the caller")
+        eff_inf = eff_tr = dict.fromkeys(CLASSES, float(efficiency))
+        eff_src = efficiency_source or ("assumed default (Narayanan et al. 2021 report 44-52 % of peak; no "
+                                        "calibration rows for a CPU other than this one)"
+                                        if efficiency == DEFAULT_EFFICIENCY and not gpu else "given by the caller")
     else:
         raise invalid("project", "efficiency", "a number in (0, 1], {'inference': e, 'train': e}, 'calibrated' "
                       "or None", efficiency)
 
-    t_inf, classes = roofline_time(profile.ops, spec, dtype, bytes_scale=scale, default=profile.dtype)
-    latency = t_inf / eff["inference"] if profile.ops else None
+    kern = kernel_table(profile.ops, spec, runtime, dtype, bytes_scale=scale, default=profile.dtype)
+    latency = kernel_time(kern, eff_inf, overhead) if profile.ops else None
+    _, classes = roofline_time(profile.ops, spec, dtype, bytes_scale=scale, default=profile.dtype)
     train_s = None
     if profile.train_ops:
-        t_tr, _ = roofline_time(profile.train_ops, spec, dtype, bytes_scale=scale, default=profile.dtype)
-        train_s = t_tr / eff["train"]
+        kt = kernel_table(profile.train_ops, spec, runtime, dtype, bytes_scale=scale, default=profile.dtype)
+        train_s = kernel_time(kt, eff_tr, overhead)
+    n_kernels = sum(n for _, n, _, _ in kern)
     inf_mem, tr_mem, mem_note = _memory(profile, scale)
     need = max(m for m in (inf_mem, tr_mem, 0) if m is not None)
-    eff_txt = ", ".join(f"{k} {v:.3g}" for k, v in eff.items())
+    used = {c for c, *_ in kern}
+    eff_txt = ", ".join(f"{k} {v:.3g}" for k, v in eff_inf.items() if k in used or not used)
+    if eff_tr != eff_inf:
+        eff_txt += " (training step: " + ", ".join(f"{k} {v:.3g}" for k, v in eff_tr.items() if k in used) + ")"
     if cast:
         precision = f"every op cast to {dtype} (a what-if: the profile's ops compute in " + _mix(profile) + ")"
     else:
         precision = "each op at its own dtype: " + _mix(profile)
+    notes = [f"memory: {mem_note}"]
+    if latency is not None and overhead > 0:
+        floor = n_kernels * overhead
+        notes.append(f"{runtime} runtime: {n_kernels} kernels per forward pass x {overhead * 1e6:.3g} us launch "
+                     f"overhead = {floor * 1e3:.3g} ms floor ({floor / latency:.0%} of the projected latency)")
+    if band is None:
+        notes.append("no error band: the efficiency was " + ("measured here" if efficiency == "calibrated" else
+                                                              "not calibrated against published measurements"))
     return Projection(
         model=profile.model, device=name, dtype=dtype or profile.dtype, batch_size=profile.batch_size,
         latency_s=latency, train_step_s=train_s, peak_memory_bytes=inf_mem, train_peak_memory_bytes=tr_mem,
         parameter_bytes=int(profile.parameter_bytes * scale), forward_flops=profile.forward_flops,
-        train_flops=profile.train_flops, efficiency=eff, efficiency_source=eff_src,
-        bound={k: v["bound"] for k, v in classes.items()}, fits_memory=need <= spec.memory_bytes,
-        memory_capacity_bytes=int(spec.memory_bytes),
-        provenance=(f"projected for {spec.name} ({dtype or profile.dtype}) from the {profile.source} profile of "
-                    f"{profile.model} ({profile.provenance}), roofline over {len(profile.ops)} op signatures, "
-                    f"{precision}, efficiency {eff_txt} ({eff_src}); device figures: {spec.source}, {spec.date}"),
-        notes=(f"memory: {mem_note}",),
+        train_flops=profile.train_flops, efficiency={k: v for k, v in eff_inf.items() if k in used or not used},
+        efficiency_source=eff_src, bound={k: v["bound"] for k, v in classes.items()},
+        fits_memory=need <= spec.memory_bytes, memory_capacity_bytes=int(spec.memory_bytes),
+        provenance=(f"projected for {spec.name} ({dtype or profile.dtype}, {runtime} runtime) from the "
+                    f"{profile.source} profile of {profile.model} ({profile.provenance}), roofline over "
+                    f"{len(profile.ops)} op signatures, {precision}, efficiency {eff_txt} ({eff_src}); device "
+                    f"figures: {spec.source}, {spec.date}"),
+        notes=tuple(notes), runtime=runtime, overhead_s=overhead, kernels=n_kernels,
+        latency_band_s=_band(latency, band), train_step_band_s=_band(train_s, band), calibration_rows=rows,
     )

@@ -16,13 +16,13 @@ from .config import ParallelConfig, TransformerShape
 from .flops import TrainingFlops, layer_forward_flops, megatron_flops, training_flops
 from .memory import MemoryBreakdown, MemoryModel, activation_bytes_per_layer, memory_per_device
 from .planner import PlanCandidate, PlanResult, enumerate_configs, evaluate, plan
-from .timing import DEFAULT_EFFICIENCY, LayerTime, StepTime, TimeModel, layer_time, step_time
+from .timing import LayerTime, StepTime, TimeModel, gemm_efficiency, layer_time, step_time
 
 __all__ = [
     "TransformerShape", "ParallelConfig",
     "TrainingFlops", "training_flops", "layer_forward_flops", "megatron_flops",
     "MemoryModel", "MemoryBreakdown", "activation_bytes_per_layer", "memory_per_device",
-    "TimeModel", "LayerTime", "StepTime", "layer_time", "step_time", "DEFAULT_EFFICIENCY",
+    "TimeModel", "LayerTime", "StepTime", "layer_time", "step_time", "gemm_efficiency",
     "ring_all_reduce_s", "all_gather_s", "reduce_scatter_s", "p2p_s", "group_bandwidth",
     "PlanCandidate", "PlanResult", "enumerate_configs", "evaluate", "plan",
 ]

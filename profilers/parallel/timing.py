@@ -3,7 +3,9 @@
 Per pipeline stage and micro-batch (``b`` sequences), on each device:
 
 * **GEMM compute** = stage FLOPs (forward + backward + recomputation, / tp) over the achievable
-  rate ``peak(precision) * efficiency``. The last stage also runs the LM head; the pipeline runs at
+  rate ``peak(precision) * efficiency``; the efficiency is the device's fused-runtime matmul
+  efficiency from :mod:`profilers.calibration` (fitted to published measurements; the one source
+  ``project`` reads too) unless ``TimeModel.efficiency`` gives one. The last stage also runs the LM head; the pipeline runs at
   the pace of its slowest stage.
 * **memory-bound kernels** (norms, softmax, GeLU, dropout, residual adds): each activation byte a
   layer stores (:func:`.memory.activation_bytes_per_layer` without recomputation) is written and
@@ -43,11 +45,7 @@ from .config import ParallelConfig, TransformerShape
 from .flops import layer_forward_flops, lm_head_forward_flops, training_flops
 from .memory import MemoryModel, _stage_parameters, activation_bytes_per_layer
 
-__all__ = ["TimeModel", "LayerTime", "StepTime", "layer_time", "step_time", "DEFAULT_EFFICIENCY"]
-
-#: fraction of dense peak FLOP/s that GEMM-dominated transformer compute achieves; the single
-#: constant of the model, chosen from the Megatron-LM A100 runs (see benchmarks/results/parallel.md)
-DEFAULT_EFFICIENCY = 0.63
+__all__ = ["TimeModel", "LayerTime", "StepTime", "layer_time", "step_time", "gemm_efficiency"]
 
 #: HBM bytes an Adam step moves per parameter (fp32 master, m, v read+written, grad read, weight written)
 ADAM_BYTES_PER_PARAM = 28.0
@@ -58,7 +56,8 @@ ADAM_BYTES_PER_PARAM = 28.0
 class TimeModel:
     """Assumptions of the time model; every overlap is a switch.
 
-    * ``efficiency``: achievable fraction of the device's dense peak for the training GEMMs.
+    * ``efficiency``: achievable fraction of the device's dense peak for the training GEMMs; None
+      (default): the device's calibrated fused-runtime matmul efficiency (:func:`gemm_efficiency`).
     * ``overlap_dp_comm``: data-parallel gradient traffic overlaps the backward pass (default on).
     * ``overlap_tp_comm``: which tensor-parallel collectives hide behind GEMMs: ``"none"``,
       ``"backward"`` (default: Megatron-LM's all-reduce overlapped with weight-gradient GEMMs,
@@ -67,16 +66,17 @@ class TimeModel:
     * ``scatter_gather``: Narayanan et al.'s scatter/gather for cross-node pipeline sends (default on).
     """
 
-    efficiency: float = DEFAULT_EFFICIENCY
+    efficiency: float | None = None
     overlap_dp_comm: bool = True
     overlap_tp_comm: str = "backward"
     overlap_pp_comm: bool = False
     scatter_gather: bool = True
 
     def __post_init__(self) -> None:
-        check_positive("TimeModel", "efficiency", self.efficiency)
-        if self.efficiency > 1:
-            raise invalid("TimeModel", "efficiency", "a fraction in (0, 1]", self.efficiency)
+        if self.efficiency is not None:
+            check_positive("TimeModel", "efficiency", self.efficiency)
+            if self.efficiency > 1:
+                raise invalid("TimeModel", "efficiency", "a fraction in (0, 1] or None (calibrated)", self.efficiency)
         check_choice("TimeModel", "overlap_tp_comm", self.overlap_tp_comm, ("none", "backward", "all"))
         for f in ("overlap_dp_comm", "overlap_pp_comm", "scatter_gather"):
             if not isinstance(getattr(self, f), bool):
@@ -101,8 +101,17 @@ class LayerTime:
         return self.forward_s + self.backward_s
 
 
+def gemm_efficiency(device: DeviceSpec, tm: TimeModel) -> float:
+    """``tm.efficiency``, or the device's fused-runtime matmul efficiency from the calibration."""
+    if tm.efficiency is not None:
+        return tm.efficiency
+    from ..calibration import load
+
+    return load().lookup(device, "fused").efficiency["matmul"]
+
+
 def _rate(config: ParallelConfig, device: DeviceSpec, tm: TimeModel) -> float:
-    return device.peak_flops_per_s(config.precision) * tm.efficiency
+    return device.peak_flops_per_s(config.precision) * gemm_efficiency(device, tm)
 
 
 def layer_time(
@@ -229,5 +238,6 @@ def step_time(
         tokens_per_s=config.global_batch * s / total, device=device.name,
         provenance=(f"projected for {config.devices} x {device.name} from "
                     f"{'given flops_per_step' if flops_per_step is not None else 'analytic FLOPs'} "
-                    f"with efficiency {tm.efficiency}"),
+                    f"with efficiency {gemm_efficiency(device, tm):.3g} ("
+                    + ("given" if tm.efficiency is not None else "fused matmul, profilers.calibration") + ")"),
     )

@@ -48,7 +48,7 @@ def test_profile_digits_writes_json_that_loads_back(tmp_path, capsys):
     for p in projections:
         assert p.model == "digits-cnn" and p.dtype == "fp32" and p.forward_flops == prof.forward_flops
         assert p.latency_s > 0 and p.train_step_s > 0
-        assert p.provenance.startswith(f"projected for {p.device}") and " (fp32) from " in p.provenance
+        assert p.provenance.startswith(f"projected for {p.device}") and " (fp32, eager runtime) from " in p.provenance
         assert p.device in cap.out
 
 
@@ -60,13 +60,14 @@ def test_profile_config_gpt2_analyzes_without_running(capsys, tmp_path):
     assert "analyzing gpt2 on the meta device (batch 1, seq 64)" in cap.err
     assert "analyzed on the meta device (no execution)" in cap.out
     assert "124,439,808" in cap.out  # GPT-2 small's exact parameter count
-    assert "H100-SXM" in cap.out and "projected for H100-SXM (bf16)" in cap.out
+    assert "H100-SXM" in cap.out and "projected for H100-SXM (bf16, eager runtime)" in cap.out
     prof = Profile.from_json((tmp_path / "profile.json").read_text())
     assert prof.source == "analyzed" and prof.parameters == 124_439_808 and prof.dtype == "bf16"
     assert prof.seq_len == 64 and prof.train_flops is None and prof.train_ops == ()
     (pr,) = [from_json_dict(r) for r in json.loads((tmp_path / "projections.json").read_text())]
     assert pr.device == "H100-SXM" and pr.train_step_s is None and pr.fits_memory is True
-    assert pr.efficiency == {"inference": 0.5, "train": 0.5}
+    assert pr.calibration_rows and "published_measurements.csv" in pr.efficiency_source
+    assert pr.latency_band_s[0] < pr.latency_s < pr.latency_band_s[1]
 
 
 def test_unsupported_projection_dtype_is_skipped_and_reported(capsys):
@@ -74,7 +75,7 @@ def test_unsupported_projection_dtype_is_skipped_and_reported(capsys):
     cap = capsys.readouterr()
     assert rc == 0, cap.err
     assert "skipped T4: bf16 unsupported (has fp32, fp16, int8)" in cap.out
-    assert "projected for H100-SXM (bf16)" in cap.out
+    assert "projected for H100-SXM (bf16, eager runtime)" in cap.out
 
 
 def test_catalog_lists_every_device(capsys):
@@ -130,7 +131,7 @@ def test_profile_bf16_projects_onto_a_gpu(capsys):
     rc = main(["profile", "--dtype", "bf16", "--no-train", "--time-cap", "0.1", "--devices", "H100-SXM"])
     cap = capsys.readouterr()
     assert rc == 0, cap.err
-    assert "projected for H100-SXM (bf16)" in cap.out
+    assert "projected for H100-SXM (bf16, eager runtime)" in cap.out
 
 
 @pytest.mark.parametrize("argv", [["--dtype", "fp64"], ["--time-cap", "fast"], ["--bogus"]])

@@ -29,7 +29,7 @@ prune_amount = [0.0, 0.5]
 quantize = ["none", "int8_dynamic"]
 finetune_steps = 50
 devices = ["T4", "H100-SXM"]
-batch_sizes = [16, 64]
+batch_sizes = [1024, 4096]
 [constraints]
 min_quality = 0.95
 [search]

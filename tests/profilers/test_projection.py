@@ -75,17 +75,23 @@ def test_empty_ops_take_no_time():
 
 
 def test_project_default_efficiency_for_analyzed_profiles():
+    from profilers import calibration
+
     pr = project(hand_profile(), TOY)
-    assert DEFAULT_EFFICIENCY == 0.5
-    assert pr.efficiency == {"inference": 0.5, "train": 0.5}
-    assert pr.latency_s == pytest.approx(0.014 / 0.5)  # 28 ms
-    assert pr.train_step_s == pytest.approx(0.030 / 0.5)  # 60 ms
-    assert pr.throughput_per_s == pytest.approx(4 / 0.028)
+    # a GPU reads the calibration: Toy has no rows and no generation, so the all-device fit
+    lk = calibration.load().lookup(TOY, "eager")
+    em, ee = lk.efficiency["matmul"], lk.efficiency["memory"]
+    assert pr.efficiency == {"matmul": em, "memory": ee}
+    assert pr.latency_s == pytest.approx(0.010 / em + 0.004 / ee)  # both kernels far above the overhead
+    assert pr.train_step_s == pytest.approx(0.030 / em)
+    assert pr.throughput_per_s == pytest.approx(4 / pr.latency_s)
     assert pr.bound == {"matmul": "compute", "memory": "memory"}
     assert pr.dtype == "fp32" and pr.device == "Toy" and pr.batch_size == 4 and pr.model == "Hand"
-    assert "assumed default" in pr.efficiency_source
-    assert "efficiency inference 0.5, train 0.5" in pr.provenance
-    assert "assumed default" in pr.provenance
+    assert "no published eager rows for Toy or its generation" in pr.efficiency_source
+    assert pr.efficiency_source in pr.provenance and pr.runtime == "eager" and pr.kernels == 2
+    lo, hi = pr.latency_band_s
+    assert lo == pytest.approx(pr.latency_s * lk.band[0]) and hi == pytest.approx(pr.latency_s * lk.band[1])
+    assert DEFAULT_EFFICIENCY == 0.5  # what a CPU other than this one gets (no rows for CPUs)
 
 
 @pytest.mark.parametrize("e", [1.0, 0.7, 0.25, 1])
@@ -93,8 +99,9 @@ def test_project_divides_by_a_given_efficiency(e):
     pr = project(hand_profile(), TOY, efficiency=e)
     assert pr.latency_s == pytest.approx(0.014 / e, rel=1e-12)
     assert pr.train_step_s == pytest.approx(0.030 / e, rel=1e-12)
-    assert pr.efficiency == {"inference": float(e), "train": float(e)}
+    assert pr.efficiency == {"matmul": float(e), "memory": float(e)}
     assert pr.efficiency_source == "given by the caller"
+    assert pr.latency_band_s is None and any("no error band" in n for n in pr.notes)
 
 
 def test_project_bf16_scales_bytes_and_uses_the_bf16_peak():
@@ -183,7 +190,7 @@ def test_calibrated_efficiency_of_a_measured_host_profile(host_profile):
     assert all(0 < v <= 1 for v in eff.values())
     # by definition, projecting back onto the host reproduces the measured medians
     pr = project(host_profile, "host")
-    assert pr.efficiency == eff
+    assert set(pr.efficiency.values()) == {eff["inference"]} and pr.overhead_s == 0.0
     assert pr.efficiency_source.startswith("calibrated on ")
     assert math.isclose(pr.latency_s, host_profile.latency.median_s, rel_tol=1e-9)
     assert math.isclose(pr.train_step_s, host_profile.train_step.median_s, rel_tol=1e-9)
@@ -191,17 +198,24 @@ def test_calibrated_efficiency_of_a_measured_host_profile(host_profile):
 
 
 def test_projection_of_a_host_profile_onto_a_gpu(host_profile):
-    # a measurement on this CPU calibrates only this CPU: another device gets the stated default
-    # (the rule the search uses, so `sigmastar profile` and `sigmastar search` give one answer)
+    # a measurement on this CPU calibrates only this CPU: a GPU reads the calibration against
+    # published measurements (the rule the search uses, so `sigmastar profile` and `sigmastar search`
+    # give one answer)
+    from profilers import calibration
+
     pr = project(host_profile, "H100-SXM")
     assert pr.device == "H100-SXM" and pr.dtype == "fp32"
-    assert pr.provenance.startswith("projected for H100-SXM (fp32) from the measured profile of Sequential")
-    assert pr.efficiency == {"inference": DEFAULT_EFFICIENCY, "train": DEFAULT_EFFICIENCY}
-    assert "assumed default" in pr.provenance and "calibrated on " not in pr.provenance
+    assert pr.provenance.startswith("projected for H100-SXM (fp32, eager runtime) from the measured profile of "
+                                    "Sequential")
+    lk = calibration.load().lookup(hardware.get("H100-SXM"), "eager")
+    assert pr.efficiency == {k: v for k, v in lk.efficiency.items() if k in pr.efficiency}
+    assert lk.source in pr.provenance and "calibrated on " not in pr.provenance
     assert "calibrated on " in project(host_profile, "host").provenance
     assert host_profile.provenance in pr.provenance
     assert hardware.get("H100-SXM").source in pr.provenance
-    assert 0 < pr.latency_s < host_profile.latency.median_s  # a far larger roofline
+    # a far larger roofline, but 3 eager kernels (addmm, relu, addmm) of launch overhead: slower than this
+    # CPU's measurement
+    assert pr.latency_s == pytest.approx(pr.kernels * pr.overhead_s) and pr.kernels == 3
     assert pr.fits_memory is True
     pr16 = project(host_profile, "H100-SXM", "bf16")
     assert pr16.parameter_bytes == host_profile.parameter_bytes // 2
@@ -232,11 +246,9 @@ def test_huge_analyzed_model_does_not_fit_a_small_device(llama7b):
     h100 = project(llama7b, "H100-SXM")  # 13.5 GB of bf16 weights in 80 GB
     assert h100.fits_memory is True
     for pr in (t4, h100):
-        assert pr.efficiency == {"inference": DEFAULT_EFFICIENCY, "train": DEFAULT_EFFICIENCY}
-        assert f"efficiency inference {DEFAULT_EFFICIENCY:g}" in pr.provenance
-        assert "assumed default" in pr.provenance
+        assert "published_measurements.csv" in pr.provenance and pr.calibration_rows
         assert "analyzed profile of llama-2-7b" in pr.provenance
-    assert h100.provenance.startswith("projected for H100-SXM (bf16)")
+    assert h100.provenance.startswith("projected for H100-SXM (bf16, eager runtime)")
     assert h100.latency_s > 0 and h100.train_step_s is None  # train=False: no training figure
 
 
