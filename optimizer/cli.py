@@ -67,7 +67,7 @@ def _cmd_profile(args: argparse.Namespace) -> int:
         if missing:
             skipped.append(f"{spec.name}: {', '.join(missing)} unsupported (has {', '.join(spec.peak_tflops)})")
             continue
-        projections.append(project(prof, spec, args.project_dtype))
+        projections.append(project(prof, spec, args.project_dtype, runtime=args.runtime))
     if projections:
         print()
         print(text_table(PROJECTION_HEADER, projection_table(projections)))
@@ -293,6 +293,9 @@ def build_parser() -> argparse.ArgumentParser:
                     f"onto (default: {DEFAULT_DEVICES}; see `sigmastar catalog`)")
     pr.add_argument("--project-dtype", help="cast every op to this dtype in the projections (a what-if; default: "
                     "each op at the dtype it computes in)")
+    pr.add_argument("--runtime", choices=("eager", "fused"), default="eager",
+                    help="how the kernels run on a GPU: eager (PyTorch, the default) or fused (TensorRT, "
+                    "torch.compile, FlashAttention)")
     pr.add_argument("--device-file", action="append", help="extra devices TOML (repeatable)")
     pr.add_argument("--time-cap", type=float, default=5.0, help="seconds per timing loop (default 5)")
     pr.add_argument("--no-train", action="store_true", help="skip the training step")

@@ -52,9 +52,10 @@ class Evaluator:
     def __init__(self, workload: Any, space: SearchSpace, cost_model: Any, *, seed: int = 0,
                  output_dir: str | Path | None = None, profile_time_cap_s: float = 0.5,
                  log: Callable[[str], None] | None = None, on_evaluation: Callable | None = None,
-                 pool: bool = False) -> None:
+                 pool: bool = False, runtime: str = "eager") -> None:
         self.workload, self.space, self.cost_model, self.seed = workload, space, cost_model, seed
         self.pool = pool  # price a pool of the space's device types for serving (optimizer.pool)
+        self.runtime = runtime  # how the models run on a GPU (profilers.project)
         self.output_dir = Path(output_dir) if output_dir is not None else None
         self.profile_time_cap_s = profile_time_cap_s
         self.log = log or (lambda m: None)
@@ -113,7 +114,8 @@ class Evaluator:
             # as in price(): calibrated on this CPU for the CPU, the published-measurement calibration
             # (profilers.calibration) for a GPU
             eff = "calibrated" if hardware.get(device).kind == "cpu" else None
-            self._base_train[device] = project(self._base_train["profile"], device, efficiency=eff)
+            self._base_train[device] = project(self._base_train["profile"], device, efficiency=eff,
+                                               runtime=self.runtime)
         return self._base_train[device]
 
     def _measured(self, key: str, run: Callable[[], Any]) -> Any:
@@ -171,7 +173,7 @@ class Evaluator:
                     if spec.kind == "cpu":
                         proj = project(pb, spec, efficiency=eff, efficiency_source=src)
                     else:
-                        proj = project(pb, spec)
+                        proj = project(pb, spec, runtime=self.runtime)
                     tfig = proj if train else self._base_train_projection(d)
                     br = cm.estimate(proj, train_figures=tfig, model_name=f"{self.workload.name} [{v.label}]")
                     usd = br.total_usd if br.status == "ok" else math.inf

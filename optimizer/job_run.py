@@ -101,7 +101,7 @@ def analyze_best(job: Job, workload: Any, cost_model: Any, result: Any,
     # the search's output folder: its measured profiles are read back, so the line items are priced
     # from the very figures the search priced (one set of figures per run)
     ev = Evaluator(workload, job.space, cost_model, seed=job.seed, profile_time_cap_s=job.profile_time_cap_s,
-                   log=log, output_dir=output_dir, pool=job.pool)
+                   log=log, output_dir=output_dir, pool=job.pool, runtime=job.runtime)
     by_key = {v.key: v for v in job.space.variants()}
     sens, note = None, ""
     for name, s in (("best", result.best), ("baseline", result.baseline)):

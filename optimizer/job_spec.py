@@ -34,7 +34,8 @@ __all__ = ["KINDS", "MAX_SEED", "Job", "search_method_names"]
 
 KINDS = ("search", "whatif")
 #: the search() keywords every method takes (the others are each method's ``options``)
-_EVERY_METHOD = ("timeout_s", "max_evaluations", "budget_usd", "usd_per_hour", "seed", "profile_time_cap_s", "pool")
+_EVERY_METHOD = ("timeout_s", "max_evaluations", "budget_usd", "usd_per_hour", "seed", "profile_time_cap_s", "pool",
+                 "runtime")
 
 
 def search_method_names() -> tuple[str, ...]:
@@ -88,6 +89,7 @@ class Job:
     layer_choices: tuple[Any, ...] | None = field(default=None, metadata={"path": "search.layer_choices"})
     max_bytes: float | None = field(default=None, metadata={"path": "search.max_bytes"})
     pool: bool = field(default=False, metadata={"path": "search.pool"})
+    runtime: str = field(default="eager", metadata={"path": "search.runtime"})
     output: str = ""
     whatif: WhatIf | None = None
     source: str = ""  # the file the job came from ("" when built in Python)

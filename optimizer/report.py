@@ -548,7 +548,8 @@ def whatif_markdown(res: Any, job: Any, files: dict[str, str], prices: list[Any]
         lines += ["", _prices_table(prices)]
     lines += ["", "## Provenance", ""]
     lines.append("- Parameters and FLOPs: `profilers.analyze` on the meta device (no weights, no execution); "
-                 "serving latency: roofline projection onto each device (`profilers.project`, default efficiency); "
+                 "serving latency: roofline projection onto each device (`profilers.project`: the job's serve_runtime, "
+                 "efficiency and per-kernel overhead calibrated against published measurements); "
                  "training step time and memory: `profilers.parallel` (analytic, Korthikanti et al. 2022 activations).")
     ex = next((r for r in res.serving if r.get("provenance")), None)
     if ex:

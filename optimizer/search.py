@@ -46,7 +46,7 @@ def search(workload: Any, space: SearchSpace, cost_model: Any, *, min_quality: f
            budget_usd: float | None = None, usd_per_hour: float | None = None,
            fidelities: Sequence[float] | None = None, pruner: Any = None, prune_margin: float | None = None,
            skip_dearer: bool | None = None, storage: Any = None, layer_choices: Sequence[Any] | None = None,
-           max_bytes: float | None = None, pool: bool = False,
+           max_bytes: float | None = None, pool: bool = False, runtime: str = "eager",
            output_dir: str | Path | None = None, seed: int = 0,
            profile_time_cap_s: float = 0.5, progress: Callable | None = None, log: Callable[[str], None] | None = None,
            on_evaluation: Callable | None = None, raise_infeasible: bool = True) -> SearchResult:
@@ -73,7 +73,9 @@ def search(workload: Any, space: SearchSpace, cost_model: Any, *, min_quality: f
     assembled model's deployed bytes).
 
     ``pool=True``: serve each variant on the cheapest *mix* of the space's device types when that
-    beats every single type (:mod:`optimizer.pool`, :func:`optimizer.plan_fleet`).
+    beats every single type (:mod:`optimizer.pool`, :func:`optimizer.plan_fleet`). ``runtime``: how
+    the served model runs on a GPU, ``"eager"`` (PyTorch eager, the default) or ``"fused"``
+    (TensorRT / torch.compile); see :func:`profilers.project`.
 
     Callbacks: ``progress(done, total, variant, quality_or_None, cost_usd)`` after each priced
     variant (lazy, exhaustive) or finished trial (Optuna); ``on_evaluation(variant, quality_or_None,
@@ -97,7 +99,7 @@ def search(workload: Any, space: SearchSpace, cost_model: Any, *, min_quality: f
     kw = dict(n_trials=n_trials, timeout_s=timeout_s, max_evaluations=max_evaluations, budget_usd=budget_usd,
               usd_per_hour=usd_per_hour, fidelities=fidelities, pruner=pruner, prune_margin=prune_margin,
               skip_dearer=skip_dearer, seed=seed, profile_time_cap_s=profile_time_cap_s, storage=storage,
-              layer_choices=layer_choices, max_bytes=max_bytes, pool=pool)
+              layer_choices=layer_choices, max_bytes=max_bytes, pool=pool, runtime=runtime)
     cls.check_options({k: v for k, v in kw.items() if k in OPTIONS and v is not None})  # the method's own options
     opts = check_search_options("search", kw)
     given = {k: v for k, v in opts.items() if k in OPTIONS}
@@ -106,7 +108,7 @@ def search(workload: Any, space: SearchSpace, cost_model: Any, *, min_quality: f
                                      budget_usd=budget_usd, usd_per_hour=usd_per_hour)
     out = Path(output_dir) if output_dir is not None else None
     ev = Evaluator(workload, space, cost_model, seed=seed, output_dir=out, profile_time_cap_s=profile_time_cap_s, log=log,
-                   on_evaluation=on_evaluation, pool=pool)
+                   on_evaluation=on_evaluation, pool=pool, runtime=runtime)
     ctx = SearchContext(ev=ev, variants=space.variants(), min_quality=float(min_quality), budget=budget,
                         workload=workload, cost_model=cost_model, seed=seed, output_dir=out, options=given,
                         progress=progress)

@@ -107,6 +107,15 @@ def _storage(owner: str, f: str, v: Any) -> Any:
     return v
 
 
+def _runtime(owner: str, f: str, v: Any) -> str:
+    from profilers.projection import RUNTIMES
+
+    if v not in RUNTIMES:
+        raise invalid(owner, f, "one of " + ", ".join(map(repr, RUNTIMES)) + " (how the served model's kernels run "
+                      "on a GPU: PyTorch eager, or fused as TensorRT / torch.compile deploy it)", described(v))
+    return v
+
+
 def _layer_choices(owner: str, f: str, v: Any) -> tuple:
     from .layerwise_search import check_layer_choices
 
@@ -130,6 +139,7 @@ RULES: dict[str, Callable[[str, str, Any], Any]] = {
     "layer_choices": _layer_choices,
     "max_bytes": _positive,
     "pool": _bool("serve on the cheapest mix of the space's device types"),
+    "runtime": _runtime,
 }
 
 

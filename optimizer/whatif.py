@@ -69,7 +69,8 @@ class WhatIf:
     * serving: one request = one forward pass over ``serve_seq_len`` tokens (prompt processing,
       scoring, embedding; token-by-token decoding with a KV cache is not modelled), at each of
       ``serve_batch_sizes`` (at most :data:`MAX_BATCH_SIZE`) and ``serve_dtypes`` the device
-      supports, one model copy per device;
+      supports, one model copy per device, its kernels run as ``serve_runtime`` says (``"fused"``, the
+      default: TensorRT-LLM / vLLM-style kernels, FlashAttention; ``"eager"``: PyTorch eager);
     * training: the scenario's training plan (tokens per run) with ``global_batch`` sequences of
       ``train_seq_len`` tokens per step, laid out by ``profilers.parallel.plan`` over
       ``train_device_counts`` devices (data, tensor and pipeline parallel, ZeRO, recomputation).
@@ -83,6 +84,7 @@ class WhatIf:
     serve_seq_len: int = 512
     serve_batch_sizes: tuple[int, ...] = (1, 8, 32)
     serve_dtypes: tuple[str, ...] = ("bf16", "fp8", "int8")
+    serve_runtime: str = "fused"
     train_seq_len: int = 4096
     global_batch: int = 256
     train_device_counts: tuple[int, ...] = (8, 16, 32, 64)
@@ -102,6 +104,9 @@ class WhatIf:
                                                                  _batch_size))
         object.__setattr__(self, "serve_dtypes", check_list(
             o, "serve_dtypes", self.serve_dtypes, lambda f, v: (check_choice(o, f, v, allowed_serve_dtypes()), v)[1]))
+        from profilers.projection import RUNTIMES
+
+        check_choice(o, "serve_runtime", self.serve_runtime, RUNTIMES)
 
         def count(f: str, n: Any) -> int:
             check_int(o, f, n, 1)
@@ -224,7 +229,8 @@ def run_whatif(job: Job, *, log: Any = None) -> WhatIfResult:
     """Serve and train each model of ``job.whatif`` on each device, priced with the job's scenario.
 
     Serving: ``profilers.analyze`` (meta device, no weights) at each batch size, projected onto
-    each device in each dtype it supports (roofline, default efficiency), priced with the serving
+    each device in each dtype it supports (roofline in ``serve_runtime``, efficiency and overhead from
+    :mod:`profilers.calibration`, with its error band), priced with the serving
     plan (replicas for the peak, SLO, memory fit). Training: ``profilers.parallel.plan`` lays the
     model out over ``train_device_counts`` devices and keeps the cheapest layout that fits; the
     cost model prices its device-hours for the training plan's tokens.
@@ -265,7 +271,7 @@ def run_whatif(job: Job, *, log: Any = None) -> WhatIfResult:
                         serving.append({**row, "status": "unsupported", "total_usd": math.inf,
                                         "message": f"{d} has no {dt} peak ({', '.join(spec.peak_tflops)})"})
                         continue
-                    pr = project(prof, spec, dt)
+                    pr = project(prof, spec, dt, runtime=w.serve_runtime)
                     techs = serve_cost_keys(dt)
                     br = CostModel(serve_sc.replace(techniques=techs), book).estimate(pr, model_name=label)
                     serving.append({**row, "latency_s": pr.latency_s, "peak_memory_gb": pr.peak_memory_bytes / 1e9,
@@ -339,7 +345,8 @@ def run_whatif(job: Job, *, log: Any = None) -> WhatIfResult:
     notes.append("serving: one request = one forward pass over serve_seq_len tokens, one model copy per device "
                  "(no tensor-parallel serving, no KV-cache decoding); memory is weights + the largest op's operands "
                  "(a lower bound)")
-    notes.append("training: time per step from profilers.parallel (analytic FLOPs, default efficiency); the "
+    notes.append("training: time per step from profilers.parallel (analytic FLOPs, GEMM efficiency from "
+                 "profilers.calibration); the "
                  "scenario's scaling efficiency is set to 1.0 because the planned layout already models the "
                  "communication")
     return WhatIfResult(job_name=job.name, serving=tuple(serving), training=tuple(training), plans=tuple(plans),

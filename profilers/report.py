@@ -66,7 +66,7 @@ def profile_html(p: Profile) -> str:
     return html_table(("figure", "value"), profile_rows(p), caption=f"Profile: {p.model}")
 
 
-PROJECTION_HEADER = ("device", "dtype", "latency", "samples/s", "train step", "peak mem (infer)",
+PROJECTION_HEADER = ("device", "dtype", "latency", "80 % band", "samples/s", "train step", "peak mem (infer)",
                      "peak mem (train)", "fits", "bound (by op class)", "efficiency")
 
 
@@ -76,6 +76,8 @@ def projection_table(projections: Sequence) -> list[tuple[str, ...]]:
     for pr in projections:
         rows.append((
             pr.device, pr.dtype, fmt_seconds(pr.latency_s),
+            (f"{fmt_seconds(pr.latency_band_s[0])} - {fmt_seconds(pr.latency_band_s[1])}"
+             if getattr(pr, "latency_band_s", None) else "-"),
             f"{pr.throughput_per_s:,.4g}" if pr.throughput_per_s else "-",
             fmt_seconds(pr.train_step_s), fmt_bytes(pr.peak_memory_bytes), fmt_bytes(pr.train_peak_memory_bytes),
             "yes" if pr.fits_memory else "NO",

@@ -46,8 +46,8 @@ def prices() -> PriceBook:
 
 
 def figures(batch_size=8, latency_s=0.02, train_step_s=None, peak_memory_bytes=2_000_000_000,
-            train_peak_memory_bytes=None, parameter_bytes=0, device=TEST_DEVICE) -> ModelFigures:
+            train_peak_memory_bytes=None, parameter_bytes=0, device=TEST_DEVICE, **bands) -> ModelFigures:
     return ModelFigures(device=device, dtype="fp16", batch_size=batch_size, latency_s=latency_s,
                         train_step_s=train_step_s, peak_memory_bytes=peak_memory_bytes,
                         train_peak_memory_bytes=train_peak_memory_bytes, parameter_bytes=parameter_bytes,
-                        provenance="by hand for tests")
+                        provenance="by hand for tests", **bands)

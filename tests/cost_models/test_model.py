@@ -145,3 +145,33 @@ def test_model_name_read_from_profile_like_object(prices):
     rec = SimpleNamespace(model="bert-base", **{k: getattr(figures(), k) for k in ModelFigures.__dataclass_fields__})
     b = CostModel(serving(), prices).estimate(rec)
     assert b.model_name == "bert-base"
+
+
+# ---- error bands of projected times flow into dollars ----------------------------------------------
+
+
+def test_a_latency_band_gives_low_and_high_totals(prices):
+    # TestGPU-24 at $2.00/h, batch 8 in 20 ms = 400 samples/s per replica; peak 500 requests/s ->
+    # 2 replicas. The band's fast end (10 ms: 800/s) needs 1, its slow end (40 ms: 200/s) 3: the
+    # totals move by one replica-month (730 h x $2.00 = $1,460) either way.
+    import dataclasses
+
+    model = CostModel(serving(peak_requests_per_s=500), prices)
+    fig = figures(latency_s=0.02, latency_band_s=(0.01, 0.04))
+    br = model.estimate(fig)
+    assert br.replicas == 2 and fig.batch_size == 8
+    lo, mid, hi = br.band_usd
+    assert mid == br.total_usd
+    assert lo == pytest.approx(mid - 1460.0) and hi == pytest.approx(mid + 1460.0)
+    assert "80 % band" in br.to_table()
+    # no band: the three are the same figure
+    plain = model.estimate(dataclasses.replace(fig, latency_band_s=None))
+    assert plain.band_usd == (plain.total_usd,) * 3 and plain.low_usd is None
+    # a slow end that misses the SLO is infinite
+    tight = CostModel(serving(latency_slo_s=0.03), prices).estimate(fig)
+    assert tight.ok and tight.high_usd == math.inf
+
+
+def test_a_malformed_band_is_rejected(prices):
+    with pytest.raises(ConfigError, match=r"ModelFigures.latency_band_s must be None or \(low, high\) seconds"):
+        figures(latency_band_s=(0.03, 0.01))

@@ -122,6 +122,9 @@ def test_search_writes_the_run_folder(clean):
                     "## Every variant", "## Assumptions", "### Prices", "## Provenance"):
         assert section in report, section
     assert f"**{res.best.label}**" in report and "saves **$" in report
+    # the device times are calibrated projections: the total's band, and the overlap note when there is one
+    assert "80 % band of the total from the projected device times' calibration: $" in report
+    assert ("**Ranking not certain" in report) == bool(res.ranking_note)
     assert "![Pareto front](pareto.png)" in report and "![sensitivity](sensitivity.png)" in report
     # stdout: the summary; stderr: what runs, the progress
     assert f"best                 {res.best.label} on {res.best.device}" in stdout

@@ -241,7 +241,7 @@ CASES = [
     (edit(BASE, "search.trials", 5),
      "job.search must be a table with keys among method, n_trials, timeout_s, max_evaluations, budget_usd, "
      "usd_per_hour, fidelities, pruner, prune_margin, skip_dearer, seed, profile_time_cap_s, storage, layer_choices, "
-     "max_bytes, pool; got unknown key 'trials' (did you mean 'n_trials'?)."),
+     "max_bytes, pool, runtime; got unknown key 'trials' (did you mean 'n_trials'?)."),
     (edit(BASE, "search.n_trials", 5),
      "job.search.n_trials must be absent with method 'lazy' (a trial budget is for 'tpe', 'random' and 'nsga2'; "
      "cap other methods with max_evaluations); got 5."),
@@ -346,7 +346,7 @@ CASES = [
     (edit(WHATIF, "workload", "digits"),
      "job.workload must be absent in a 'whatif' job (it prices configs; it does not search); got 'digits'."),
     (edit(WHATIF, "whatif.model", []),
-     "job.whatif must be a table with keys among models, devices, serve_seq_len, serve_batch_sizes, serve_dtypes, "
+     "job.whatif must be a table with keys among models, devices, serve_seq_len, serve_batch_sizes, serve_dtypes, serve_runtime, "
      "train_seq_len, global_batch, train_device_counts; got unknown key 'model' (did you mean 'models'?)."),
     (edit(WHATIF, "whatif.models", ["llama-3-8b"]),
      "job.whatif.models[0] must be a bundled config name (bert-base-uncased, gpt2, llama-2-70b, llama-2-7b) or an "

@@ -168,3 +168,29 @@ def test_validation_messages(wl, cost_model):
         SearchSpace(devices=("TPU-v9",))
     with pytest.raises(ConfigError, match=r"^SearchSpace.quantize\[0\] must be one of 'none', 'bf16'"):
         SearchSpace(quantize=("int3",))
+
+
+def test_overlapping_cost_bands_are_reported_with_the_measurement_that_settles_them(exhaustive):
+    res, _ = exhaustive
+    lo, hi = res.best.cost_band_usd  # the device times are projections: an 80 % band from the calibration
+    assert lo <= res.best.cost_usd <= hi
+    # the saving over the baseline is smaller than the bands' width: the ranking is not certain
+    assert res.rivals and res.ranking_note.startswith("ranking not certain: the best (")
+    assert "Measuring the serving latency of these deployments on" in res.ranking_note
+    for r in res.rivals:
+        assert r["band_usd"][0] <= hi and r["cost_usd"] >= res.best.cost_usd
+    assert any(r["label"] == res.baseline.label for r in res.rivals)
+    back = loads(res.to_json())
+    assert back.ranking_note == res.ranking_note and len(back.rivals) == len(res.rivals)
+
+
+def test_runtime_option_prices_fused_kernels_and_rejects_unknown_runtimes(wl, cost_model):
+    space = SearchSpace(quantize=("none",), devices=("T4",), batch_sizes=(1024,))
+    eager = search(wl, space, cost_model, min_quality=0.9, method="exhaustive", profile_time_cap_s=0.2)
+    fused = search(wl, space, cost_model, min_quality=0.9, method="exhaustive", profile_time_cap_s=0.2,
+                   runtime="fused")
+    # fused: element-wise kernels folded into their producers, a smaller per-kernel overhead
+    assert fused.best.cost_usd <= eager.best.cost_usd
+    assert any("fused runtime" in p for p in fused.best.provenance)
+    with pytest.raises(ConfigError, match=r"^search.runtime must be one of 'eager', 'fused' \(how the served model"):
+        search(wl, space, cost_model, min_quality=0.9, runtime="tensorrt")
