@@ -159,7 +159,9 @@ def c_train_deploy(usage: Usage, scenario: Scenario, prices: PriceBook) -> list[
     # -- serving: replicas always on for the horizon
     if usage.serving_device_hours > 0:
         how = (f"{usage.replicas} replica(s) [ceil({s.peak_rps:g} req/s x {s.samples_per_request:g} samples / "
-               f"{usage.throughput_samples_per_s:,.4g} samples/s)] x {usage.horizon_hours:,.0f} h")
+               f"{usage.throughput_samples_per_s:,.4g} samples/s)]"
+               + (f" x {usage.devices_per_replica} devices" if usage.devices_per_replica > 1 else "")
+               + f" x {usage.horizon_hours:,.0f} h")
         if own.owns:
             items.append(_energy(f"serving energy ({usage.serve_device})", usage.serving_device_hours,
                                  usage.serve_power_watts, scenario, prices, "serving", how))

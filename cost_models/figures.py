@@ -26,6 +26,8 @@ FIELDS = ("device", "dtype", "batch_size", "latency_s", "train_step_s", "peak_me
           "train_peak_memory_bytes", "parameter_bytes", "provenance")
 #: read when present: the projected times' error bands (low, high), from the calibration
 BAND_FIELDS = ("latency_band_s", "train_step_band_s")
+#: read when present: devices one serving replica occupies (a tensor-/pipeline-parallel LLM deployment)
+OPTIONAL_FIELDS = (*BAND_FIELDS, "devices_per_replica")
 
 
 _OPTIONAL = ("train_step_s", "train_peak_memory_bytes")
@@ -57,9 +59,14 @@ class ModelFigures:
     #: errors); None for a measurement or an uncalibrated projection
     latency_band_s: tuple[float, float] | None = None
     train_step_band_s: tuple[float, float] | None = None
+    #: devices one serving replica occupies (tp x pp of an LLM deployment); ``peak_memory_bytes`` is
+    #: then per device, and ``batch_size / latency_s`` the replica's throughput
+    devices_per_replica: int = 1
 
     def __post_init__(self) -> None:
         o = "ModelFigures"
+        if not _is_int(self.devices_per_replica) or self.devices_per_replica < 1:
+            raise invalid(o, "devices_per_replica", "an integer >= 1", self.devices_per_replica)
         for f in BAND_FIELDS:
             v = getattr(self, f)
             if v is not None:
@@ -113,6 +120,7 @@ def figures_from(obj: Any) -> ModelFigures:
         values[name] = v
     for name in BAND_FIELDS:
         values[name] = get(name, None)
+    values["devices_per_replica"] = get("devices_per_replica", 1)
     return ModelFigures(**values)
 
 

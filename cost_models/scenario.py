@@ -146,6 +146,12 @@ class ServingPlan:
 
     ``samples_per_request``: forward samples one request needs (tokens for a token-step model).
     ``response_bytes``: bytes sent back per request (priced as internet egress).
+
+    Token-level serving (large language models, :mod:`profilers.llm`): ``input_tokens`` and
+    ``output_tokens`` per request (means), or ``request_mix``, a CSV of
+    ``input_tokens,output_tokens[,count]`` (relative to the job file); ``ttft_slo_s`` and
+    ``tpot_slo_s`` the 90th-percentile time to first token and time per output token. A per-sample
+    workload leaves them unset.
     """
 
     avg_requests_per_s: float = 0.0
@@ -154,6 +160,11 @@ class ServingPlan:
     latency_slo_s: float | None = None
     horizon_months: float = 12.0
     response_bytes: float = 0.0
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    request_mix: str | None = None
+    ttft_slo_s: float | None = None
+    tpot_slo_s: float | None = None
 
     def __post_init__(self) -> None:
         o = "ServingPlan"
@@ -165,6 +176,21 @@ class ServingPlan:
                               self.peak_requests_per_s)
         check_positive(o, "samples_per_request", self.samples_per_request)
         _opt_positive(o, "latency_slo_s", self.latency_slo_s)
+        for f in ("input_tokens", "output_tokens"):
+            v = getattr(self, f)
+            if v is not None and (not isinstance(v, int) or isinstance(v, bool) or v < 1):
+                raise invalid(o, f, "an integer >= 1 (tokens per request) or absent", v)
+        if (self.input_tokens is None) != (self.output_tokens is None):
+            raise invalid(o, "output_tokens" if self.output_tokens is None else "input_tokens",
+                          "given together with " + ("input_tokens" if self.output_tokens is None else "output_tokens"),
+                          None)
+        if self.request_mix is not None and (not isinstance(self.request_mix, str) or not self.request_mix.strip()):
+            raise invalid(o, "request_mix", "a CSV path (input_tokens,output_tokens[,count]) or absent", self.request_mix)
+        if self.request_mix is not None and self.input_tokens is not None:
+            raise invalid(o, "request_mix", "absent when input_tokens / output_tokens are given (one request mix)",
+                          self.request_mix)
+        _opt_positive(o, "ttft_slo_s", self.ttft_slo_s)
+        _opt_positive(o, "tpot_slo_s", self.tpot_slo_s)
         check_positive(o, "horizon_months", self.horizon_months)
         if self.horizon_months > MAX_HORIZON_MONTHS:
             raise invalid(o, "horizon_months", f"a number of months in (0, {MAX_HORIZON_MONTHS:g}] (100 years)",
@@ -173,6 +199,11 @@ class ServingPlan:
         if self.latency_slo_s is not None and self.peak_rps == 0:
             raise invalid(o, "peak_requests_per_s", "> 0 when latency_slo_s is set (an SLO needs traffic)",
                           self.peak_rps)
+
+    @property
+    def token_level(self) -> bool:
+        """Whether the plan describes token generation (lengths or a request mix given)."""
+        return self.input_tokens is not None or self.request_mix is not None
 
     @property
     def peak_rps(self) -> float:

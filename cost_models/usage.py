@@ -5,7 +5,8 @@ component functions. Keeping quantities apart from prices is what lets every pri
 (sensitivity, Monte Carlo) without recomputing feasibility.
 
 Serving: replicas = ceil(peak_rps x samples_per_request / (batch_size / latency_s)), always on
-for the horizon; feasible only if latency_s <= SLO and the inference peak fits in one device.
+for the horizon, each on ``devices_per_replica`` devices (1, or tp x pp of an LLM deployment);
+feasible only if latency_s <= SLO and the inference peak fits in one device.
 Training (per run): device-hours = samples x epochs / batch_size x train_step_s / efficiency /
 3600, where efficiency is the scenario's scaling efficiency when devices > 1, else 1.
 Gradient exchange (data parallel across nodes): per global step the node leaders all-reduce
@@ -60,6 +61,7 @@ class Usage:
     artifact_gb: float = 0.0
     serve_power_watts: float = 0.0
     train_power_watts: float = 0.0
+    devices_per_replica: int = 1
 
     @property
     def training_device_hours_per_run(self) -> float:
@@ -105,7 +107,7 @@ def compute_usage(figures: ModelFigures, scenario: Scenario, train_figures: Mode
                              "tensor_parallel).")
         need = peak * s.samples_per_request
         replicas = max(1, math.ceil(need / figures.throughput_samples_per_s * (1 - 1e-12)))
-    serving_device_hours = replicas * s.horizon_hours
+    serving_device_hours = replicas * figures.devices_per_replica * s.horizon_hours
     requests = s.avg_requests_per_s * s.horizon_hours * 3600.0
 
     # ---- training -----------------------------------------------------------------------------
@@ -144,6 +146,7 @@ def compute_usage(figures: ModelFigures, scenario: Scenario, train_figures: Mode
     return Usage(
         serve_device=_display(figures.device, serve_spec), train_device=_display(tf.device, train_spec), horizon_months=s.horizon_months,
         horizon_hours=s.horizon_hours, replicas=replicas, throughput_samples_per_s=figures.throughput_samples_per_s,
+        devices_per_replica=figures.devices_per_replica,
         serving_device_hours=serving_device_hours, requests=requests, training_runs=runs,
         training_devices=t.devices, training_nodes=nodes, efficiency=efficiency, blocks=tuple(blocks),
         gradient_gb_per_run=gradient_gb, response_gb=requests * s.response_bytes / 1e9,

@@ -125,7 +125,7 @@ def _load(args: argparse.Namespace, kind: str):
 
     path = Path(args.job) if args.job else default_job_path(kind)
     job = load_job(path)
-    if job.kind != kind:
+    if job.kind != kind and not (kind == "search" and job.kind == "llm"):  # `search` runs LLM serving searches too
         other = "whatif" if job.kind == "whatif" else "search"
         raise ConfigError(f"job.kind must be {kind!r} for `sigmastar {args.command}`; got {job.kind!r} "
                           f"(run it with `sigmastar {other} {path}`).")
@@ -172,6 +172,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from .report import write_search_report
 
     job, path = _load(args, "search")
+    if job.kind == "llm":
+        return _cmd_llm(job, path, args)
     if args.storage and job.method not in _takes("storage"):
         from profilers.config import ConfigError
 
@@ -244,6 +246,25 @@ def _cmd_worker(args: argparse.Namespace) -> int:
           + (f"{res.best.label} on {res.best.device} ({usd(res.best.cost_usd)})" if res.best else "none"))
     print(f"when every worker is done: sigmastar search {path} --storage {args.storage} --output {out}")
     return 0
+
+
+def _cmd_llm(job, path: Path, args: argparse.Namespace) -> int:
+    from .jobs import environment
+    from .llm_search import run_llm, write_llm_report
+
+    out = Path(args.output or job.output)
+    _err(f"sigmastar search: LLM serving job {job.name!r} ({path}) -> {out}/: {job.llm.size:,} configurations")
+    res = run_llm(job, log=_err, progress=lambda done, total: _err(f"[llm] priced {done:,}/{total:,}"))
+    files = write_llm_report(res, job, out, environment())
+    for model, b in sorted(res.best.items()):
+        print(f"{model:<12} {b['weights']} weights, {b['kv']} KV, tp {b['tp']}, batch {b['batch']} on {b['device']} "
+              f"x {b['replicas']} ({b['ownership']}): ${b['total_usd']:,.2f} (band ${b['band_usd'][0]:,.0f} - "
+              f"${b['band_usd'][1]:,.0f}), ${b['usd_per_m_output']:.3f} per M output tokens")
+    for model in job.llm.models:
+        if model not in {m.lower() for m in res.best} and not any(model in m for m in res.best):
+            print(f"{model:<12} no configuration meets the targets and the quality bound")
+    print(f"report               {files['report']}")
+    return 0 if res.best else 1
 
 
 def _cmd_whatif(args: argparse.Namespace) -> int:

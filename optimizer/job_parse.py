@@ -31,7 +31,7 @@ MAX_DEPTH = 32
 
 # the file's sections: top-level keys that are Job fields, and tables that group Job fields
 _TOP = ("name", "kind", "description", "workload", "output", "space", "scenario", "prices", "constraints", "search",
-        "whatif")
+        "whatif", "llm")
 _SEARCH_ONLY = ("space", "constraints", "search", "workload")
 _PRICE_REQUIRED = "present (every price names what it prices, and is dated and sourced)"
 
@@ -115,14 +115,22 @@ def parse_job(data: Mapping[str, Any], *, source: str | Path | None = None) -> J
     kw["name"] = name
     with relative_to(base):
         if kind == "whatif":
-            for k in _SEARCH_ONLY:
+            for k in (*_SEARCH_ONLY, "llm"):
                 if k in data:
                     raise _err(f"job.{k}", "absent in a 'whatif' job (it prices configs; it does not search)", data[k])
             kw["whatif"] = build(WhatIf, data.get("whatif", {}), "job.whatif")
+        elif kind == "llm":
+            from .llm_search import LLMSpace
+
+            for k in (*_SEARCH_ONLY, "whatif"):
+                if k in data:
+                    raise _err(f"job.{k}", "absent in an 'llm' job (its choices are in [llm])", data[k])
+            kw["llm"] = build(LLMSpace, data.get("llm", {}), "job.llm")
         else:
-            if "whatif" in data:
-                raise _err("job.whatif", "absent in a 'search' job (set kind = \"whatif\" for a what-if)",
-                           data["whatif"])
+            for k in ("whatif", "llm"):
+                if k in data:
+                    raise _err(f"job.{k}", f"absent in a 'search' job (set kind = \"{k}\" for {'a what-if' if k == 'whatif' else 'an LLM serving search'})",
+                               data[k])
             kw["space"] = data.get("space", {})
             for sec in ("constraints", "search"):
                 fields = _section(sec)
@@ -132,7 +140,7 @@ def parse_job(data: Mapping[str, Any], *, source: str | Path | None = None) -> J
         kw["price_file"], kw["price_rows"] = _price_rows(data.get("prices", {}))
         if source:
             kw["source"] = str(Path(source).resolve())
-        required = {} if kind == "whatif" else {
+        required = {} if kind in ("whatif", "llm") else {
             "min_quality": "a number (the quality the chosen model must reach, e.g. 0.95)"}
         if kw["price_file"] is None:
             del kw["price_file"]

@@ -32,7 +32,7 @@ from .whatif import WhatIf
 
 __all__ = ["KINDS", "MAX_SEED", "Job", "search_method_names"]
 
-KINDS = ("search", "whatif")
+KINDS = ("search", "whatif", "llm")
 #: the search() keywords every method takes (the others are each method's ``options``)
 _EVERY_METHOD = ("timeout_s", "max_evaluations", "budget_usd", "usd_per_hour", "seed", "profile_time_cap_s", "pool",
                  "runtime")
@@ -92,6 +92,7 @@ class Job:
     runtime: str = field(default="eager", metadata={"path": "search.runtime"})
     output: str = ""
     whatif: WhatIf | None = None
+    llm: Any = None  # optimizer.llm_search.LLMSpace (kind "llm")
     source: str = ""  # the file the job came from ("" when built in Python)
 
     def __post_init__(self) -> None:
@@ -113,6 +114,26 @@ class Job:
                 raise invalid(o, "space", "an optimizer.SearchSpace", type(self.space).__name__)
             object.__setattr__(self, "workload", _check_workload(self.workload, self.base_dir))
             self._check_search()
+        elif self.kind == "llm":
+            from .llm_search import LLMSpace
+
+            object.__setattr__(self, "workload", None)
+            if self.llm is None:
+                object.__setattr__(self, "llm", LLMSpace())
+            if not isinstance(self.llm, LLMSpace):
+                raise invalid(o, "llm", "an optimizer.llm_search.LLMSpace", type(self.llm).__name__)
+            sv = self.scenario.serving
+            if not sv.token_level:
+                raise invalid(o, "scenario.serving.input_tokens", "given with output_tokens (or a request_mix file) "
+                              "in an 'llm' job: it serves tokens", None)
+            if sv.latency_slo_s is not None:
+                raise invalid(o, "scenario.serving.latency_slo_s", "absent in an 'llm' job (set ttft_slo_s and "
+                              "tpot_slo_s)", sv.latency_slo_s)
+            if sv.request_mix is not None:
+                p = Path(sv.request_mix) if Path(sv.request_mix).is_absolute() else self.base_dir / sv.request_mix
+                if not p.is_file():
+                    raise invalid(o, "scenario.serving.request_mix", f"an existing CSV file (looked for {p})",
+                                  sv.request_mix)
         else:
             object.__setattr__(self, "workload", None)
             if self.whatif is None:
@@ -174,7 +195,7 @@ class Job:
 
         own = self.scenario.ownership
         devices, key = (self.space.devices, "space.devices") if self.kind == "search" else \
-            (self.whatif.device_list(), "whatif.devices")
+            (self.llm.device_list(), "llm.devices") if self.kind == "llm" else (self.whatif.device_list(), "whatif.devices")
         book = self.prices()
         for i, d in enumerate(devices):
             if d.lower() == "host":

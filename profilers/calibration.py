@@ -9,10 +9,12 @@ A projection (:func:`profilers.project`) prices each kernel a model launches at 
 framework overhead (no kernel, however small, finishes faster). Both come from here:
 
 * **rows**: every published measured figure in ``profilers/data/published_measurements.csv`` that the
-  projection can express (single-GPU inference latency / throughput at a stated batch, LLM time to
-  first token, single-GPU training throughput), with the op records of the model at that row's batch
-  and sequence length (``analyze()`` on the meta device, every op cast to the row's precision, as
-  TensorRT and AMP run the network). Devices outside the catalog (A10, A30, L40S, V100) are read from
+  projection can express: single-GPU inference latency / throughput at a stated batch and
+  single-GPU training throughput, with the op records of the model at that row's batch and sequence
+  length (``analyze()`` on the meta device, every op cast to the row's precision, as TensorRT and
+  AMP run the network); and LLM serving rows (time to first token, time per output token, output
+  tokens/s at a stated batch, tensor-parallel rows included), whose kernels come from
+  :mod:`profilers.llm` (prefill, decode steps, all-reduces) for the row's format and deployment. Devices outside the catalog (A10, A30, L40S, V100) are read from
   ``calibration_devices.toml`` for these rows only.
 * **fit**: log-space least squares (``scipy.optimize.least_squares``) of the rows' times (each row
   weighted as a log error of standard deviation :data:`ROW_SD`) over ``log e = global[op class,
@@ -246,7 +248,10 @@ def load(path: str | None = None) -> Calibration:
 
 
 def row_ops(d: Mapping[str, Any], row: Mapping) -> tuple[str, tuple[OpRecord, ...]]:
-    """The dtype the row's model was analyzed in and the op records the row was fitted on."""
+    """The dtype the row's model was analyzed in and the op records the row was fitted on (none for
+    an LLM row: profilers.llm prices it from the model's shape)."""
+    if "llm" in row:
+        return "", ()
     o = d["ops"][row["ops"]]
     return o["dtype"], tuple(OpRecord(*r) for r in o["records"])
 
@@ -254,6 +259,8 @@ def row_ops(d: Mapping[str, Any], row: Mapping) -> tuple[str, tuple[OpRecord, ..
 def row_kernels(row: Mapping, ops: tuple[str, Sequence[OpRecord]], specs: Mapping[str, DeviceSpec]):
     """The row's kernels as :func:`profilers.project` prices them: every op cast to the row's precision
     (bytes scaled by the dtype's byte ratio), in the row's runtime, on the row's device."""
+    if "llm" in row:
+        return llm_kernels(row, specs)
     dtype, records = ops
     scale = DTYPE_BYTES[row["cast"]] / DTYPE_BYTES[dtype]
     return kernel_table(records, specs[row["device"]], row["runtime"], row["cast"], bytes_scale=scale, default=dtype)
@@ -298,24 +305,36 @@ def predict(f: Fit, row: Mapping, kernels) -> float:
 
 _BERT_LARGE = {"model_type": "bert", "hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
                "intermediate_size": 4096, "vocab_size": 30522, "max_position_embeddings": 512}
-_GPTJ = {"model_type": "gptj", "n_embd": 4096, "n_layer": 28, "n_head": 16, "rotary_dim": 64, "vocab_size": 50400,
-         "n_positions": 2048}
-_LLAMA2_13B = {"model_type": "llama", "hidden_size": 5120, "num_hidden_layers": 40, "num_attention_heads": 40,
-               "num_key_value_heads": 40, "intermediate_size": 13824, "vocab_size": 32000,
-               "max_position_embeddings": 4096}
-#: published model name -> (category, what analyze() takes). Configs: the models' published
-#: architectures (BERT-Large: Devlin et al. 2019; GPT-J: EleutherAI; Llama-2-13B: Touvron et al. 2023)
+#: published model name -> (category, what analyze() takes). Config: the model's published
+#: architecture (BERT-Large: Devlin et al. 2019). LLM rows are priced by profilers.llm instead.
 MODELS = {
     "ResNet-50 v1.5": ("cnn", "resnet50"),
     "BERT-Large": ("encoder", _BERT_LARGE),
     "BERT-Large (SQuAD v1.1 fine-tuned)": ("encoder", _BERT_LARGE),
     "BERT-Base": ("encoder", "bert-base-uncased"),
-    "GPT-J 6B": ("llm prefill", _GPTJ),
-    "Llama-2-7B": ("llm prefill", "llama-2-7b"),
-    "Llama-2-13B": ("llm prefill", _LLAMA2_13B),
 }
-#: the metrics one projected pass expresses (LLM decode and tokens/s need the token-generation model)
-METRICS = ("latency_ms", "throughput_per_s", "time_to_first_token_ms")
+#: LLM metrics: priced by profilers.llm (prefill, decode steps, tensor parallelism)
+LLM_METRICS = {"time_to_first_token_ms": "llm prefill", "ms_per_output_token": "llm decode",
+               "tokens_per_s": "llm throughput"}
+#: a published row's precision -> the profilers.llm weight format when the row does not name one
+LLM_WEIGHTS = {"fp16": "fp16", "bf16": "bf16", "fp8": "fp8", "int8": "int8_weight_only",
+               "int4": "int4_weight_only", "fp32": "fp32"}
+
+
+def llm_model(name: str) -> str | None:
+    """The profilers.llm config a published model name denotes (None: not one it knows)."""
+    n = name.lower().replace(" ", "-")
+    for key, pat in (("llama-2-70b", "llama-2-70b"), ("llama-2-13b", "llama-2-13b"), ("llama-2-7b", "llama-2-7b"),
+                     ("llama-3.1-70b", "llama-3.1-70b"), ("llama-3.1-70b", "llama-3.3-70b"),
+                     ("llama-3-70b", "llama-3-70b"), ("llama-3.1-8b", "llama-3.1-8b"), ("llama-3-8b", "llama-3-8b"),
+                     ("mistral-7b", "mistral-7b"), ("gpt-j-6b", "gpt-j-6b")):
+        if n.startswith(pat):
+            return key
+    return None
+
+
+#: the metrics one projected forward pass expresses (LLM metrics go through profilers.llm)
+METRICS = ("latency_ms", "throughput_per_s")
 #: a row's precision -> the dtype every op is cast to (AMP runs the matmuls and convolutions in fp16)
 CAST = {"amp": "fp16"}
 
@@ -344,10 +363,68 @@ def row_device(device: str, variant: str, specs: Mapping[str, DeviceSpec]) -> st
     return found[0] if len(found) == 1 else None
 
 
+def _llm_expressible(row: Any, specs: Mapping[str, DeviceSpec]) -> tuple[str, str] | str:
+    from . import llm
+
+    key = llm_model(row.model)
+    if key is None:
+        return "model not in profilers.llm's configs"
+    if row.metric not in LLM_METRICS:
+        return f"{row.metric}: not an LLM serving metric"
+    dev = row_device(row.device, row.device_variant, specs)
+    if dev is None:
+        return f"device {row.device} {row.device_variant or '(variant not stated)'} not determined"
+    if not row.seq_len or (row.metric != "time_to_first_token_ms" and not row.output_len):
+        return "input or output length not stated"
+    if row.metric != "ms_per_output_token" and not row.batch_size:
+        return "no batch size stated"
+    try:
+        _llm_setup(row, key, dev, specs)
+    except Exception as e:  # noqa: BLE001 - a setup profilers.llm rejects (format, tp): the reason is kept
+        return f"profilers.llm cannot express it ({str(e).split(';')[0][:80]})"
+    return LLM_METRICS[row.metric], dev
+
+
+def _llm_setup(row: Any, key: str, dev: str, specs: Mapping[str, DeviceSpec]) -> dict:
+    """The profilers.llm deployment a published LLM row describes (checked by profilers.llm)."""
+    from . import llm
+
+    weights = (getattr(row, "weights", "") or LLM_WEIGHTS.get(row.precision, "")) or "fp16"
+    gpus = int(row.gpus or 1)
+    spec = specs[dev]
+    tp = min(gpus, spec.devices_per_node)
+    if gpus % tp:
+        raise ValueError(f"{gpus} GPUs do not split into nodes of {spec.devices_per_node}")
+    setup = {"model": key, "weights": weights, "kv": getattr(row, "kv_dtype", "") or None, "tp": tp,
+             "pp": gpus // tp, "batch": int(row.batch_size or 1), "input": int(row.seq_len),
+             "output": int(row.output_len or 1)}
+    llm.decode_kernels(key, spec, weights=setup["weights"], kv=setup["kv"], tp=tp, pp=setup["pp"],
+                       batch=setup["batch"], context=setup["input"] + setup["output"])
+    return setup
+
+
+def llm_kernels(row: Mapping, specs: Mapping[str, DeviceSpec]) -> list:
+    """An LLM row's kernels as profilers.llm prices them: TTFT the prefill; TPOT one decode step at
+    the mean context; tokens/s the prefill plus ``output`` decode steps of the row's batch."""
+    from . import llm
+
+    s, spec = row["llm"], specs[row["device"]]
+    kw = dict(weights=s["weights"], kv=s["kv"], tp=s["tp"], pp=s["pp"], batch=s["batch"])
+    if row["metric"] == "time_to_first_token_ms":
+        return llm.prefill_kernels(s["model"], spec, tokens=s["input"], **kw)
+    step = llm.decode_kernels(s["model"], spec, context=s["input"] + max(1, s["output"] // 2), **kw)
+    if row["metric"] == "ms_per_output_token":
+        return step
+    pre = llm.prefill_kernels(s["model"], spec, tokens=s["input"], **kw)
+    return pre + [(c, n * s["output"], tc, tm) for c, n, tc, tm in step]
+
+
 def expressible(row: Any, specs: Mapping[str, DeviceSpec]) -> tuple[str, str] | str:
     """(category, device) of a published row, or why the projection cannot express it yet."""
+    if row.task == "inference" and (row.metric in LLM_METRICS or llm_model(row.model)):
+        return _llm_expressible(row, specs)
     if row.metric not in METRICS:
-        return f"{row.metric}: token generation needs the decode model"
+        return f"{row.metric}: not a metric of one forward pass"
     if row.gpus not in ("", "1"):
         return "more than one GPU"
     if not row.batch_size:
@@ -431,6 +508,19 @@ def build(out: str | Path | None = None) -> dict:
             skipped[what] = skipped.get(what, 0) + 1
             continue
         cat, dev = what
+        base = {"id": int(i) + 2, "device": dev, "generation": specs[dev].generation, "runtime": row.runtime,
+                "category": cat, "task": row.task, "model": row.model, "precision": row.precision,
+                "metric": row.metric, "source": row.source}
+        if cat.startswith("llm"):
+            setup = _llm_setup(row, llm_model(row.model), dev, specs)
+            per_gpu = "per GPU" in row.unit
+            n = setup["batch"] * setup["output"]
+            if row.metric == "tokens_per_s":  # the time of the batch's n output tokens on the deployment
+                t = n / (row.value_si * setup["tp"] * setup["pp"]) if per_gpu else n / row.value_si
+            else:
+                t = row.value_si
+            rows.append({**base, "llm": setup, "batch": setup["batch"], "seq": setup["input"], "t_published_s": t})
+            continue
         batch, seq = int(row.batch_size), int(row.seq_len) if row.seq_len else None
         train = row.task == "training"
         key = f"{row.model}|b{batch}|s{seq or ''}|{'train' if train else 'infer'}"
@@ -438,12 +528,8 @@ def build(out: str | Path | None = None) -> dict:
             p = _analyze(MODELS[row.model][1], batch, seq, train)
             ops[key] = {"dtype": p.dtype,
                         "records": [list(dataclasses.astuple(o)) for o in (p.train_ops if train else p.ops)]}
-        rows.append({"id": int(i) + 2, "device": dev, "generation": specs[dev].generation, "runtime": row.runtime,
-                     "category": cat, "task": row.task, "model": row.model, "precision": row.precision,
-                     "cast": CAST.get(row.precision, row.precision), "batch": batch, "seq": seq,
-                     "metric": row.metric, "ops": key,
-                     "t_published_s": batch / row.value_si if row.metric == "throughput_per_s" else row.value_si,
-                     "source": row.source})
+        rows.append({**base, "cast": CAST.get(row.precision, row.precision), "batch": batch, "seq": seq, "ops": key,
+                     "t_published_s": batch / row.value_si if row.metric == "throughput_per_s" else row.value_si})
     d: dict[str, Any] = {"rows": rows, "ops": ops, "overhead_prior": overhead_prior()}
     d["fit"] = refit(d, specs).to_json()
     bar = tqdm(total=len(rows) + len({r["device"] for r in rows}), desc="validating", leave=False)

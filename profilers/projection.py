@@ -59,9 +59,11 @@ def _dtype_scale(profile_dtype: str, dtype: str) -> float:
 
 
 RUNTIMES = ("eager", "fused")
-#: op classes a kernel is priced in (attention: a fused attention kernel; eager attention runs as
-#: matmuls and element-wise "memory" kernels)
-CLASSES = ("matmul", "conv", "attention", "memory")
+#: op classes a kernel is priced in: matmul (compute-bound on the device), gemv (a matmul whose
+#: bytes outweigh its FLOPs on the device: small batches, LLM decode), conv, attention (a fused
+#: attention kernel; eager attention runs as matmuls and element-wise "memory" kernels), memory,
+#: comm (a collective between devices, profilers.llm)
+CLASSES = ("matmul", "gemv", "conv", "attention", "memory", "comm")
 
 #: op classes whose compute needs the device's peak for their dtype (the others are bandwidth-bound
 #: element-wise work, which runs through the fp32 units where a dtype has no peak of its own)
@@ -104,7 +106,8 @@ def kernel_table(ops: Sequence[OpRecord], device: DeviceSpec, runtime: str, dtyp
     model runs it, score matrices included). ``"fused"``: only matmuls, convolutions and attention
     launch kernels; element-wise ops, norms and casts are fused into their producer and add no time;
     an attention matmul (``onchip_bytes`` > 0) is a fused-attention kernel that keeps its score /
-    probability matrix on chip."""
+    probability matrix on chip. A matmul whose bytes outweigh its FLOPs on this device is class
+    ``"gemv"`` (its efficiency is that of a bandwidth-bound kernel)."""
     if runtime not in RUNTIMES:
         raise invalid("project", "runtime", "one of " + ", ".join(map(repr, RUNTIMES)), runtime)
     bw = device.memory_bandwidth_bytes_per_s
@@ -120,7 +123,10 @@ def kernel_table(ops: Sequence[OpRecord], device: DeviceSpec, runtime: str, dtyp
             if r.onchip_bytes:
                 cls, nbytes = "attention", r.bytes - r.onchip_bytes
         tc = r.flops / _op_peak(r, device, dtype or r.dtype or default)
-        out.append((cls, r.calls, tc, nbytes * bytes_scale / bw))
+        tm = nbytes * bytes_scale / bw
+        if cls == "matmul" and tm > tc:
+            cls = "gemv"
+        out.append((cls, r.calls, tc, tm))
     return out
 
 

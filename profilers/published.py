@@ -9,6 +9,11 @@ comes from and what is doubtful. Nothing here is measured by sigmastar: every fi
 
 :func:`load_published` reads and checks the file (torch-free) and adds ``value_si``: the figure in
 seconds (latencies) or per second (throughputs), converted from the row's ``unit``.
+
+The last two columns are optional (a file without them loads, as if they were empty): ``weights``, the
+format the weights were stored and multiplied in when the source states it (empty: as ``precision``
+says; ``int8_dynamic`` is W8A8 such as SmoothQuant), and ``kv_dtype``, the KV-cache format (empty: the
+activations' fp16/bf16).
 """
 
 from __future__ import annotations
@@ -19,17 +24,22 @@ from typing import Any
 
 from .config import invalid
 
-__all__ = ["COLUMNS", "load_published", "UNITS"]
+__all__ = ["COLUMNS", "OPTIONAL", "load_published", "UNITS"]
 
 COLUMNS = ("device", "device_variant", "model", "task", "precision", "batch_size", "seq_len", "output_len",
-           "runtime", "software", "metric", "value", "unit", "gpus", "source", "source_locator", "date", "notes")
+           "runtime", "software", "metric", "value", "unit", "gpus", "source", "source_locator", "date", "notes",
+           "weights", "kv_dtype")
+#: columns a file may lack (older files): read as empty
+OPTIONAL = ("weights", "kv_dtype")
 #: unit -> factor to seconds (times) or to per second (rates)
 UNITS = {"ms": 1e-3, "s": 1.0, "ns": 1e-9, "images/s": 1.0, "sequences/s": 1.0, "samples/s": 1.0,
          "output tokens/s": 1.0, "output tokens/s per GPU": 1.0, "tokens/s": 1.0}
 _METRICS = ("latency_ms", "throughput_per_s", "time_to_first_token_ms", "tokens_per_s", "ms_per_output_token",
             "step_time_ms")
 _CHOICES = {"task": ("inference", "training"), "runtime": ("eager", "fused"),
-            "precision": ("fp32", "tf32", "fp16", "bf16", "int8", "fp8", "amp"), "metric": _METRICS}
+            "precision": ("fp32", "tf32", "fp16", "bf16", "int8", "int4", "fp8", "amp"), "metric": _METRICS,
+            "weights": ("", "fp16", "bf16", "fp8", "int8_weight_only", "int4_weight_only", "int8_dynamic"),
+            "kv_dtype": ("", "fp16", "bf16", "fp8", "int8")}
 
 
 def load_published(path: str | Path | None = None) -> Any:
@@ -41,9 +51,13 @@ def load_published(path: str | Path | None = None) -> Any:
         "data", "published_measurements.csv")))
     df = pd.read_csv(src, dtype=str, keep_default_na=False)
     owner = f"published[{src.name}]"
+    for col in OPTIONAL:
+        if col not in df.columns:
+            df[col] = ""
     missing = [c for c in COLUMNS if c not in df.columns]
     if missing:
-        raise invalid(owner, "columns", "the columns " + ", ".join(COLUMNS), f"missing {missing}")
+        raise invalid(owner, "columns", "the columns " + ", ".join(COLUMNS) + " (" + " and ".join(OPTIONAL)
+                      + " may be left out)", f"missing {missing}")
     for i, row in df.iterrows():
         where = f"row {i + 2}"  # the file's line (after the header)
         for col, allowed in _CHOICES.items():

@@ -22,7 +22,7 @@ GPUS = ", ".join(repr(n) for n in hardware.names())
 DEVICES = GPUS + ", 'host'"
 WORKLOADS = ", ".join(repr(n) for n in workloads.names())
 WORKLOAD_ALLOWED = (f"a built-in workload ({WORKLOADS}), 'package.module:function' or 'file.py:function'")
-TOP_KEYS = "name, kind, description, workload, output, space, scenario, prices, constraints, search, whatif"
+TOP_KEYS = "name, kind, description, workload, output, space, scenario, prices, constraints, search, whatif, llm"
 TECHNIQUES = ", ".join(repr(n) for n in sorted(technique_defaults()))  # cost_models/data/techniques.toml
 METHODS = ", ".join(repr(n) for n in method_names())  # the one registry (optimizer/methods.py)
 
@@ -189,7 +189,7 @@ CASES = [
     # the top level
     (edit(BASE, "workloads", "digits"), f"job must be a table with keys among {TOP_KEYS}; got unknown key "
                                         "'workloads' (did you mean 'workload'?)."),
-    (edit(BASE, "kind", "train"), "job.kind must be one of 'search', 'whatif'; got 'train'."),
+    (edit(BASE, "kind", "train"), "job.kind must be one of 'search', 'whatif', 'llm'; got 'train'."),
     (edit(BASE, "name", ""), "job.name must be a non-empty string; got ''."),
     (edit(BASE, "name", 3), "job.name must be a non-empty string; got 3."),
     (edit(BASE, "description", 3), "job.description must be a string; got 3."),
@@ -297,7 +297,7 @@ CASES = [
      "got unknown key 'serve' (did you mean 'serving'?)."),
     (edit(BASE, "scenario.serving.qps", 5),
      "job.scenario.serving must be a table with keys among avg_requests_per_s, peak_requests_per_s, "
-     "samples_per_request, latency_slo_s, horizon_months, response_bytes; got unknown key 'qps'."),
+     "samples_per_request, latency_slo_s, horizon_months, response_bytes, input_tokens, output_tokens, request_mix, ttft_slo_s, tpot_slo_s; got unknown key 'qps'."),
     (edit(BASE, "scenario.serving.latency_slo_s", -1),
      "job.scenario.serving.latency_slo_s must be a finite number > 0; got -1."),
     (edit(BASE, "scenario.serving.peak_requests_per_s", 10),
