@@ -35,16 +35,16 @@ from profilers import calibration as cal  # noqa: E402
 from profilers.projection import DEFAULT_EFFICIENCY, kernel_time  # noqa: E402
 
 
-def _stats(errs: list[float]) -> str:
-    a = sorted(abs(e) for e in errs)
+def _stats(errs: list[float | None]) -> str:
+    a = sorted(abs(e) for e in errs if e is not None)
     if not a:
         return "- | -"
     p90 = a[min(len(a) - 1, math.ceil(0.9 * len(a)) - 1)]
     return f"{statistics.median(a):.0%} | {p90:.0%}"
 
 
-def _pct(x: float) -> str:
-    return f"{x:+.0%}"
+def _pct(x: float | None) -> str:
+    return "-" if x is None else f"{x:+.0%}"
 
 
 def main() -> None:
@@ -63,10 +63,12 @@ def main() -> None:
     rows = []
     for r in d["rows"]:
         ks = cal.row_kernels(r, cal.row_ops(d, r), specs)
-        eager = cal.row_kernels(dict(r, runtime="eager"), cal.row_ops(d, r), specs)
         t = r["t_published_s"]
-        before = kernel_time(eager, dict.fromkeys(cal.CLASSES, DEFAULT_EFFICIENCY), 0.0)
-        rows.append(dict(r, before=before / t - 1, fit=cal.predict(fit, r, ks) / t - 1,
+        before = None  # an LLM row: nothing priced token generation before profilers.llm
+        if "llm" not in r:
+            eager = cal.row_kernels(dict(r, runtime="eager"), cal.row_ops(d, r), specs)
+            before = kernel_time(eager, dict.fromkeys(cal.CLASSES, DEFAULT_EFFICIENCY), 0.0) / t - 1
+        rows.append(dict(r, before=before, fit=cal.predict(fit, r, ks) / t - 1,
                          loo=loo[str(r["id"])] / t - 1, lodo=lodo[str(r["id"])] / t - 1))
     meta = d["meta"]
     lines = ["## Projection fidelity (predicted vs published measurements)", "",
@@ -75,11 +77,13 @@ def main() -> None:
              f"{meta['transformers']}); ran in {time.perf_counter() - t0:.0f} s.", "",
              f"{meta['rows']} of {meta['published_rows']} published rows (profilers/data/published_measurements.csv) "
              "can be projected today. Each row's model is analyzed at the row's batch and sequence length, every op "
-             "cast to the row's precision, and priced as `sum over kernels of calls x max(roofline / e[device, op "
+             "cast to the row's precision (LLM rows: profilers.llm's prefill and decode kernels for the row's format "
+             "and tensor-parallel degree), and priced as `sum over kernels of calls x max(roofline / e[device, op "
              "class, runtime], o[device, runtime])` (profilers/calibration.py). *before*: every op a kernel, no "
-             "overhead, e = 0.5 (what sigmastar priced before this calibration); *fit*: in sample; *LOO*: a fit "
-             "without the row; *LODO*: a fit without any row of the row's device. Error = predicted / published - 1 "
-             "on one batch's time.", "",
+             "overhead, e = 0.5 (what sigmastar priced before this calibration; LLM rows had no token model then); "
+             "*fit*: in sample; *LOO*: a fit without the row; *LODO*: a fit without any row of the row's device. "
+             "Error = predicted / published - 1 on the row's time (one batch; a tokens/s row: its batch's output "
+             "tokens).", "",
              "| category | runtime | rows | before: median abs err | before: p90 | LOO: median | LOO: p90 | "
              "LODO: median | LODO: p90 |", "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
     groups = sorted({(r["category"], r["runtime"]) for r in rows})

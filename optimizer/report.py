@@ -184,7 +184,7 @@ def search_markdown(result: Any, run: dict, files: dict[str, str]) -> str:
     lines = [f"# sigmastar search: {job.name}", ""]
     if job.description:
         lines += [job.description, ""]
-    lines += [f"Workload `{job.workload}`, quality = {run.get('quality_metric', 'quality')}; target >= "
+    lines += [f"Workload `{job.workload}`, quality = {run.get('quality_metric', 'quality')}; target {result.target_op} "
               f"{result.min_quality:g}. Costs are totals over the scenario's horizon ({_horizon(job)}), in USD.", ""]
 
     # ---- the answer
@@ -230,7 +230,7 @@ def search_markdown(result: Any, run: dict, files: dict[str, str]) -> str:
     lines += ["## What was chosen and why", ""]
     lines.append(f"The objective is the total cost C_hardware + C_train&deploy + C_data + C_human of each model "
                  f"variant at its cheapest feasible deployment (device and batch size from job.space; replicas "
-                 f"sized for the peak traffic within the latency SLO), subject to quality >= {result.min_quality:g}. "
+                 f"sized for the peak traffic within the latency SLO), subject to quality {result.target_op} {result.min_quality:g}. "
                  f"Method `{result.method}`: {result.quality_evaluations} quality evaluation"
                  f"{'s' if result.quality_evaluations != 1 else ''} of {len(result.trials)} variants in "
                  f"{result.seconds:.1f} s.")
@@ -502,8 +502,9 @@ def whatif_markdown(res: Any, job: Any, files: dict[str, str], prices: list[Any]
     lines += [markdown_table(_PLAN_COLUMNS, _plan_rows(res), "lllrll"), ""]
     if "plot" in files:
         lines += [f"![cheapest serving per device]({files['plot']})", ""]
-    lines += ["## Serving: the cheapest dtype and batch per device", ""]
-    lines.append(f"One request = one forward pass over {w.serve_seq_len} tokens; {s.avg_requests_per_s:g} requests/s "
+    lines += ["## Prompt scoring: the cheapest dtype and batch per device", ""]
+    lines.append(f"Prompt scoring: one request = one forward pass over {w.serve_seq_len} tokens (token generation: "
+                 f"a kind = \"llm\" job); {s.avg_requests_per_s:g} requests/s "
                  f"on average, {s.peak_rps:g} at peak, latency SLO "
                  f"{'none' if s.latency_slo_s is None else f'{s.latency_slo_s:g} s'}.")
     lines.append("")

@@ -60,9 +60,36 @@ class SearchResult:
     closest: tuple[dict, ...] = ()  # when infeasible: the nearest candidates and what each missed
     spend: dict = field(default_factory=dict)  # elapsed_s, and spent_usd with its rate when priced (optimizer.budget)
     layerwise: tuple[dict, ...] = ()  # the layerwise method's solve -> assemble -> measure rounds
+    #: False when the workload's metric is minimized (perplexity): the target is a ceiling
+    higher_is_better: bool = True
     #: deployments whose cost band overlaps the best's (label, device, batch_size, cost_usd, band_usd)
     rivals: tuple[dict, ...] = ()
     ranking_note: str = ""  # "" when the best is cheapest across the bands too
+
+    @property
+    def target_op(self) -> str:
+        """">=" (quality at least the target) or "<=" (a minimized metric at most the target)."""
+        return ">=" if self.higher_is_better else "<="
+
+    def flipped(self) -> "SearchResult":
+        """The same result with every quality negated (a minimized metric searched as its negation is
+        reported in its own sign); ``higher_is_better`` toggled."""
+        from dataclasses import replace
+
+        def q(x: float | None) -> float | None:
+            return None if x is None else -x
+
+        def strat(s: Any) -> Any:
+            return None if s is None else replace(s, quality=q(s.quality))
+
+        return replace(self, min_quality=-self.min_quality, best=strat(self.best), baseline=strat(self.baseline),
+                       pareto=tuple(strat(s) for s in self.pareto),
+                       trials=tuple(replace(t, quality=q(t.quality)) for t in self.trials),
+                       closest=tuple({**c, "quality": q(c.get("quality")),
+                                      "missed": (f"quality {-c['quality']:.4f} > {-self.min_quality:g}"
+                                                 if c["missed"].startswith("quality ") and c.get("quality") is not None
+                                                 else c["missed"])} for c in self.closest),
+                       higher_is_better=not self.higher_is_better)
 
     # ---- figures ------------------------------------------------------------------------------
     @property
@@ -93,7 +120,7 @@ class SearchResult:
     def summary_rows(self) -> list[tuple[str, str]]:
         """(field, value) pairs: status, method, target, and the best and baseline strategies."""
         rows = [("status", f"{self.status}: {self.message}"), ("method", self.method),
-                ("quality target", f">= {self.min_quality:g}"),
+                ("quality target", f"{self.target_op} {self.min_quality:g}"),
                 ("quality evaluations", str(self.quality_evaluations)), ("seconds", f"{self.seconds:.1f}")]
         for name, s in (("best", self.best), ("baseline", self.baseline)):
             if s is not None:
@@ -159,7 +186,7 @@ class InfeasibleError(SigmastarError):
         self.result = result
         stopped = result.status == "best found"  # a budget ended the search before it found one
         head = "the search stopped before it found a strategy that meets" if stopped else "no strategy meets"
-        lines = [f"{head} quality >= {result.min_quality:g} with a feasible deployment "
+        lines = [f"{head} quality {result.target_op} {result.min_quality:g} with a feasible deployment "
                  f"({result.quality_evaluations} quality evaluations{'; ' + result.message if stopped else ''})."]
         for c in result.closest:
             lines.append(f"  closest: {c['label']}: {c['missed']}")

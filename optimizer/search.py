@@ -107,6 +107,9 @@ def search(workload: Any, space: SearchSpace, cost_model: Any, *, min_quality: f
     budget = SearchBudget.for_search(cost_model, timeout_s=timeout_s, max_evaluations=max_evaluations,
                                      budget_usd=budget_usd, usd_per_hour=usd_per_hour)
     out = Path(output_dir) if output_dir is not None else None
+    minimize = not workload.higher_is_better
+    if minimize:  # searched as its negation (every method maximizes quality); reported in its own sign
+        workload, min_quality = _negated(workload), -min_quality
     ev = Evaluator(workload, space, cost_model, seed=seed, output_dir=out, profile_time_cap_s=profile_time_cap_s, log=log,
                    on_evaluation=on_evaluation, pool=pool, runtime=runtime)
     ctx = SearchContext(ev=ev, variants=space.variants(), min_quality=float(min_quality), budget=budget,
@@ -114,11 +117,24 @@ def search(workload: Any, space: SearchSpace, cost_model: Any, *, min_quality: f
                         progress=progress)
     outcome = cls().run(ctx)
     result = _assemble(ctx, cls.name, outcome, time.perf_counter() - t0)
+    if minimize:
+        result = result.flipped()
     if out is not None:
         result.save(out / "results.json")
     if result.best is None and raise_infeasible:
         raise InfeasibleError(result)
     return result
+
+
+def _negated(workload: Any) -> Any:
+    """``workload`` with its minimized metric negated, so that higher is better (the journal in the
+    output folder then holds the negated values; the result and report show the metric itself)."""
+    import dataclasses
+
+    orig = workload.evaluate
+    lo_hi = workload.quality_range
+    return dataclasses.replace(workload, evaluate=lambda model: -orig(model), higher_is_better=True,
+                               quality_range=None if lo_hi is None else (-lo_hi[1], -lo_hi[0]))
 
 
 def _check_batches(workload: Any, space: SearchSpace) -> None:

@@ -66,8 +66,9 @@ class WhatIf:
       ``config.json`` paths of decoder-only transformers (GPT-2, Llama, Mistral); a relative path
       is read against the job file's folder (:func:`profilers.config.relative_to`) and kept resolved;
     * ``devices``: catalog GPUs (any case; empty: every GPU in the catalog);
-    * serving: one request = one forward pass over ``serve_seq_len`` tokens (prompt processing,
-      scoring, embedding; token-by-token decoding with a KV cache is not modelled), at each of
+    * serving is **prompt scoring**: one request = one forward pass over ``serve_seq_len`` tokens
+      (scoring, classification, embedding; for token generation with a KV cache, tensor parallelism
+      and $/M tokens run an ``kind = "llm"`` job: :mod:`optimizer.llm_search`), at each of
       ``serve_batch_sizes`` (at most :data:`MAX_BATCH_SIZE`) and ``serve_dtypes`` the device
       supports, one model copy per device, its kernels run as ``serve_runtime`` says (``"fused"``, the
       default: TensorRT-LLM / vLLM-style kernels, FlashAttention; ``"eager"``: PyTorch eager);
@@ -342,8 +343,9 @@ def run_whatif(job: Job, *, log: Any = None) -> WhatIfResult:
                       "serve_batch_size": s["batch_size"], "replicas": br.replicas,
                       "train_device": t["device"] if t else None, "train_devices": t["devices"] if t else None,
                       "train_layout": t["layout"] if t else None, "total_usd": br.total_usd, "breakdown": br})
-    notes.append("serving: one request = one forward pass over serve_seq_len tokens, one model copy per device "
-                 "(no tensor-parallel serving, no KV-cache decoding); memory is weights + the largest op's operands "
+    notes.append("serving is prompt scoring: one request = one forward pass over serve_seq_len tokens, one model "
+                 "copy per device (token generation is priced by kind = \"llm\" jobs: optimizer.llm_search); memory "
+                 "is weights + the largest op's operands "
                  "(a lower bound)")
     notes.append("training: time per step from profilers.parallel (analytic FLOPs, GEMM efficiency from "
                  "profilers.calibration); the "

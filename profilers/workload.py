@@ -49,6 +49,8 @@ class Workload:
     * ``train_samples``: how many distinct training samples ``train_batch`` draws from.
     * ``quality_range``: ``(low, high)``, the values ``evaluate`` can return (accuracy: ``(0, 1)``),
       or None when unknown; a quality target outside it is an error before anything runs.
+    * ``higher_is_better``: False for a metric to minimize (perplexity, error rate): a search's
+      target is then a ceiling (``quality <= target``).
     """
 
     name: str
@@ -65,8 +67,11 @@ class Workload:
     scaled_model: Callable[[float], Any] | None = None
     train_samples: int | None = None
     quality_range: tuple[float, float] | None = None
+    higher_is_better: bool = True
 
     def __post_init__(self) -> None:
+        if not isinstance(self.higher_is_better, bool):
+            raise invalid("Workload", "higher_is_better", "True or False", self.higher_is_better)
         if not isinstance(self.name, str) or not self.name:
             raise invalid("Workload", "name", "a non-empty string", self.name)
         for f in ("model", "inputs"):

@@ -194,3 +194,20 @@ def test_runtime_option_prices_fused_kernels_and_rejects_unknown_runtimes(wl, co
     assert any("fused runtime" in p for p in fused.best.provenance)
     with pytest.raises(ConfigError, match=r"^search.runtime must be one of 'eager', 'fused' \(how the served model"):
         search(wl, space, cost_model, min_quality=0.9, runtime="tensorrt")
+
+
+def test_a_minimized_metric_is_searched_with_its_target_as_a_ceiling(wl, cost_model, exhaustive):
+    # the digits error rate (1 - accuracy, lower is better) at most 0.05 is the accuracy >= 0.95 search
+    import dataclasses
+
+    acc = wl.evaluate
+    err = dataclasses.replace(wl, evaluate=lambda m: 1.0 - acc(m), higher_is_better=False,
+                              quality_metric="error rate", quality_range=(0.0, 1.0))
+    ex, _ = exhaustive
+    for method in ("exhaustive", "lazy"):
+        res = search(err, SPACE, cost_model, min_quality=0.05, method=method, profile_time_cap_s=0.2)
+        assert res.best.variant == ex.best.variant
+        assert res.best.quality == pytest.approx(1.0 - ex.best.quality)  # reported in its own sign
+        assert res.min_quality == 0.05 and res.higher_is_better is False and res.target_op == "<="
+        assert all(t.quality is None or t.quality >= 0 for t in res.trials)
+        assert ("quality target", "<= 0.05") in res.summary_rows()
