@@ -200,6 +200,12 @@ class Calibration:
     def lookup(self, device: DeviceSpec, runtime: str) -> Lookup:
         if runtime not in RUNTIMES:
             raise invalid("project", "runtime", "one of " + ", ".join(map(repr, RUNTIMES)), runtime)
+        if device.kind == "cpu":  # no published CPU rows: a GPU's fit says nothing about a CPU's kernels
+            from .projection import DEFAULT_EFFICIENCY
+
+            return Lookup(dict.fromkeys(CLASSES, DEFAULT_EFFICIENCY), 0.0, (1.0, 1.0), (),
+                          f"no calibration rows for CPUs: the stated default efficiency {DEFAULT_EFFICIENCY} "
+                          "(Narayanan et al. 2021), no per-kernel overhead, no error band")
         same_rt = [r for r in self.rows if r["runtime"] == runtime]
         own = tuple(r["id"] for r in same_rt if r["device"] == device.name)
         gen = tuple(r["id"] for r in same_rt if r["generation"] == device.generation and device.generation)

@@ -27,6 +27,12 @@ def _minilm() -> Workload:
     return workload()
 
 
+def _tinylm() -> Workload:
+    from .tinylm import workload
+
+    return workload()
+
+
 class _Entry(NamedTuple):
     factory: Callable[[], Workload]
     quality_range: tuple[float, float]  # what the metric can take
@@ -38,6 +44,8 @@ _BUILTIN: dict[str, _Entry] = {
     "digits": _Entry(_digits, (0.0, 1.0), "accuracy"),
     # mean cosine similarity of embeddings: in [-1, 1]
     "minilm": _Entry(_minilm, (-1.0, 1.0), "cosine fidelity"),
+    # held-out byte perplexity: 1 (perfect) to 256 (uniform guessing); LOWER is better
+    "tinylm": _Entry(_tinylm, (1.0, 256.0), "perplexity"),
 }
 
 

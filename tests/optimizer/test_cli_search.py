@@ -353,7 +353,7 @@ def test_whatif_end_to_end_and_report_again(tmp_path, capsys):
         assert any(it.name.startswith("training compute") for it in br.items)
         assert any(it.name.startswith("serving compute") for it in br.items)
     report = (out / "report.md").read_text()
-    for section in ("## Cheapest plan per model", "## Serving", "## Training", "## Assumptions", "## Provenance"):
+    for section in ("## Cheapest plan per model", "## Prompt scoring", "## Training", "## Assumptions", "## Provenance"):
         assert section in report
     (out / "report.md").unlink()
     assert main(["report", str(out)]) == 0
