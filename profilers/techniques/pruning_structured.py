@@ -70,6 +70,14 @@ def structured_prune(model: nn.Module, t: Prune, ctx: Context, notes: list[str])
     if wl is None:
         raise invalid("Prune", "workload", "a Workload with example inputs (structured pruning traces the "
                       "model's graph to find coupled channels)", None)
+    other = [type(m).__name__ for _, m in model.named_modules() if type(m).__name__.endswith("Attention")
+             and any(isinstance(getattr(m, k, None), nn.Linear) for k in ("q_proj", "k_proj", "v_proj"))]
+    if other:  # torch-pruning never finishes tracing these (rotary, grouped KV heads): refuse, never hang
+        from .base import UnsupportedTechnique
+
+        raise UnsupportedTechnique(t, "any device", f"structured pruning handles BERT-style attention (query, key, "
+                                   f"value); {other[0]} (q_proj / k_proj / v_proj, as in Llama) is not supported: "
+                                   "use method='l1_unstructured' or 'semi_structured_2_4'")
     x = _to_device(wl.inputs(2), ctx.device)
     model.eval()
     with torch.no_grad():

@@ -217,3 +217,13 @@ def test_cached_weights_are_reused_and_a_corrupt_file_is_retrained(tmp_path):
     assert info["from_cache"] is False
     _, info = tinylm.trained_state(_TINY, _FEW, directory=tmp_path)
     assert info["from_cache"] is True
+
+
+def test_structured_pruning_refuses_llama_attention_instead_of_hanging():
+    from profilers.techniques import Prune, UnsupportedTechnique, apply
+    from profilers.workloads import get
+
+    wl = get("tinylm")
+    with pytest.raises(UnsupportedTechnique, match=r"LlamaAttention \(q_proj / k_proj / v_proj, as in Llama\) is "
+                       r"not supported: use method='l1_unstructured'"):
+        apply(wl.build(), [Prune("structured", amount=0.3, finetune_steps=0)], wl)
