@@ -192,8 +192,9 @@ def run_llm(job: Any, *, log: Callable[[str], None] | None = None,
                 f = llm.FORMATS[weights]
                 for kv in sp.kv:
                     q, q_how, q_rows = _quality(model, weights, kv, f.act)
-                    techs = tuple(t for t in {f.technique, "quantize_fp8" if kv == "fp8" else "",
-                                              "quantize_int8" if kv == "int8" else ""} if t)
+                    # the engineering and data of each quantized piece (a KV format shares its dtype's row)
+                    techs = tuple(sorted(t for t in {f.technique, "quantize_fp8" if kv == "fp8" else "",
+                                                     "quantize_int8" if kv == "int8" else ""} if t))
                     for tp in sp.tp:
                         for batch in sp.batches:
                             done += 1
