@@ -20,9 +20,10 @@ from ..config import check_choice, invalid, serializable
 __all__ = ["TransformerShape", "ParallelConfig", "RECOMPUTE", "PRECISIONS", "BYTES_PER_ELEMENT"]
 
 RECOMPUTE = ("none", "selective", "full")
-PRECISIONS = ("bf16", "fp16", "fp32")
-#: bytes of one parameter / activation element in each training precision
-BYTES_PER_ELEMENT = {"bf16": 2, "fp16": 2, "fp32": 4}
+PRECISIONS = ("bf16", "fp16", "fp32", "fp8")
+#: bytes of one parameter / activation element in each training precision (fp8 training, as
+#: Transformer Engine runs it: fp8 GEMMs, bf16 activations and weights elsewhere)
+BYTES_PER_ELEMENT = {"bf16": 2, "fp16": 2, "fp32": 4, "fp8": 2}
 
 
 def _check_int(owner: str, field: str, value: Any, minimum: int = 1) -> None:
@@ -174,7 +175,13 @@ class ParallelConfig:
     * ``recompute``: ``"none"``, ``"selective"`` (attention core; Korthikanti et al. 2022) or
       ``"full"`` (each layer's input only).
     * ``sequence_parallel``: shard norms/dropouts along the sequence over the tp group (needs tp > 1).
-    * ``precision``: ``"bf16"``/``"fp16"`` (mixed precision Adam) or ``"fp32"``.
+    * ``precision``: ``"bf16"``/``"fp16"`` (mixed precision Adam), ``"fp32"``, or ``"fp8"`` (fp8 GEMMs at
+      the device's fp8 peak, bf16 everywhere else, plus an fp8 copy of the weights: Transformer Engine).
+
+    ``global_batch`` need not divide into ``micro_batch * dp``: the last gradient-accumulation round is
+    then partly filled and every replica runs ``ceil`` of the rounds (:attr:`micro_batches`). The
+    layers need not divide into ``pp`` stages without interleaving: the first ``layers % pp`` stages
+    take one layer more, and the slowest stage sets the pace (:meth:`stage_layers`).
     """
 
     dp: int = 1
@@ -203,8 +210,9 @@ class ParallelConfig:
             raise invalid(owner, "sequence_parallel", "True or False", self.sequence_parallel)
         if self.sequence_parallel and self.tp == 1:
             raise invalid(owner, "sequence_parallel", "False when tp == 1 (it shards over the tensor-parallel group)", True)
-        if self.global_batch % (self.micro_batch * self.dp):
-            raise invalid(owner, "global_batch", f"a multiple of micro_batch * dp = {self.micro_batch * self.dp}", self.global_batch)
+        if self.global_batch < self.micro_batch * self.dp:
+            raise invalid(owner, "global_batch", f">= micro_batch * dp = {self.micro_batch * self.dp} (every replica "
+                          "runs at least one micro-batch)", self.global_batch)
         if self.zero_stage >= 2 and self.pp > 1:
             raise invalid(owner, "zero_stage", "0 or 1 with pipeline parallelism (pp > 1)", self.zero_stage)
         if self.interleave > 1:
@@ -219,8 +227,15 @@ class ParallelConfig:
 
     @property
     def micro_batches(self) -> int:
-        """Micro-batches each pipeline runs per optimizer step (gradient-accumulation steps)."""
-        return self.global_batch // (self.micro_batch * self.dp)
+        """Micro-batches each pipeline runs per optimizer step (gradient-accumulation steps; rounded up
+        when the global batch leaves a remainder: the last round is partly filled)."""
+        return -(-self.global_batch // (self.micro_batch * self.dp))
+
+    def stage_layers(self, shape: "TransformerShape") -> tuple[int, int]:
+        """(layers of the first stage, of the last stage): ``ceil`` and ``floor`` of layers / pp when
+        they do not divide (the first ``layers % pp`` stages take one more)."""
+        q, r = divmod(shape.layers, self.pp)
+        return q + (1 if r else 0), q
 
     @property
     def bytes_per_element(self) -> int:
@@ -235,8 +250,11 @@ class ParallelConfig:
             raise invalid(owner, "tp", f"a divisor of heads={shape.heads}", self.tp)
         if shape.kv_heads % self.tp:
             raise invalid(owner, "tp", f"a divisor of kv_heads={shape.kv_heads}", self.tp)
-        if shape.layers % (self.pp * self.interleave):
-            raise invalid(owner, "pp", f"such that pp * interleave = {self.pp}*{self.interleave} divides layers={shape.layers}", self.pp)
+        if self.interleave > 1 and shape.layers % (self.pp * self.interleave):
+            raise invalid(owner, "pp", f"such that pp * interleave = {self.pp}*{self.interleave} divides layers={shape.layers} "
+                          "(uneven stages are modelled without interleaving)", self.pp)
+        if self.pp > shape.layers:
+            raise invalid(owner, "pp", f"<= layers={shape.layers} (every stage holds a layer)", self.pp)
         if self.sequence_parallel and shape.seq_len % self.tp:
             raise invalid(owner, "tp", f"a divisor of seq_len={shape.seq_len} with sequence_parallel", self.tp)
         return self

@@ -74,6 +74,8 @@ class MemoryModel:
         weight = 4.0 if precision == "fp32" else 2.0
         grad = self.grad_bytes or weight
         opt = self.optimizer_bytes or (8.0 if precision == "fp32" else 12.0)
+        if precision == "fp8":  # + the fp8 copy of the weights the fp8 GEMMs read (Transformer Engine)
+            weight += 1.0
         return weight, grad, opt
 
 
@@ -122,8 +124,9 @@ def activation_bytes_per_layer(
 def _in_flight_layers(shape: TransformerShape, cfg: ParallelConfig, stage: int) -> float:
     """Layers' worth of micro-batch activations stage ``stage`` holds at its peak (1F1B)."""
     pp, v, m = cfg.pp, cfg.interleave, cfg.micro_batches
-    if v == 1:
-        return min(pp - stage, m) * shape.layers / pp
+    if v == 1:  # uneven stages: the first layers % pp stages hold one layer more
+        first, last = cfg.stage_layers(shape)
+        return min(pp - stage, m) * (first if stage < shape.layers % pp else last)
     chunks = min((pp - stage - 1) * 2 + (v - 1) * pp + 1, m * v)
     return chunks * shape.layers / (pp * v)
 
@@ -131,7 +134,8 @@ def _in_flight_layers(shape: TransformerShape, cfg: ParallelConfig, stage: int) 
 def _stage_parameters(shape: TransformerShape, cfg: ParallelConfig, stage: int) -> float:
     """Parameters held by one device of pipeline stage ``stage`` (before ZeRO sharding)."""
     sharded, replicated = shape.layer_parameters()
-    n = shape.layers // cfg.pp * (sharded / cfg.tp + replicated)
+    first, last = cfg.stage_layers(shape)
+    n = (first if stage < shape.layers % cfg.pp else last) * (sharded / cfg.tp + replicated)
     vocab = shape.vocab * shape.hidden / cfg.tp
     if stage == 0:
         n += vocab + (shape.embedding_parameters() - shape.vocab * shape.hidden)  # positions: replicated

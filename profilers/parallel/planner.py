@@ -66,17 +66,18 @@ def enumerate_configs(
         if (max_tp and tp > max_tp) or shape.heads % tp or shape.kv_heads % tp:
             continue
         for pp in _divisors(devices // tp):
-            if shape.layers % pp:
+            if pp > shape.layers:
                 continue
             dp = devices // (tp * pp)
-            if global_batch % dp:
+            if global_batch < dp:
                 continue
             for mb in micro_batches:
-                if (global_batch // dp) % mb:
+                if global_batch < dp * mb:
                     continue
-                m = global_batch // (dp * mb)
-                ivs = [1] if pp == 1 else [v for v in _divisors(shape.layers // pp)
-                                           if v <= max_interleave and (v == 1 or m % pp == 0)]
+                m = -(-global_batch // (dp * mb))  # a remainder leaves the last round partly filled
+                even = shape.layers % pp == 0
+                ivs = [1] if pp == 1 or not even else [v for v in _divisors(shape.layers // pp)
+                                                       if v <= max_interleave and (v == 1 or m % pp == 0)]
                 for v in ivs:
                     for z in zero_stages:
                         if z >= 2 and pp > 1:

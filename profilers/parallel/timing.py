@@ -188,10 +188,15 @@ def step_time(
         check_positive("step_time", "flops_per_step", flops_per_step)
         scale = flops_per_step / analytic.model
 
-    # one micro-batch on the slowest pipeline stage (the last one also runs the LM head)
+    # one micro-batch on the slowest pipeline stage: the first holds ceil(L / pp) layers, the last
+    # floor(L / pp) and the LM head (uneven stages: the slower of the two sets the pace)
     lt = layer_time(shape, config, device, tm, scale)
-    n_layers = shape.layers // pp
+    first, last = config.stage_layers(shape)
     head = scale * 3.0 * lm_head_forward_flops(shape, b * s) / tp / _rate(config, device, tm)
+    if pp > 1 and first * lt.total_s > last * lt.total_s + head:
+        n_layers, head = first, 0.0  # the first stage, one layer more, is the slowest
+    else:
+        n_layers = last
     tp_mb = n_layers * (lt.forward_tp_s + lt.backward_tp_s)
     mem_mb = n_layers * (lt.forward_memory_s + lt.backward_memory_s)
     compute_mb = n_layers * lt.total_s - tp_mb + head

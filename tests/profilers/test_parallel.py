@@ -204,14 +204,15 @@ def test_layer_time_recompute_ordering():
 
 # ---- validation messages ---------------------------------------------------------------------
 @pytest.mark.parametrize("kwargs, message", [
-    (dict(dp=3, global_batch=4), "ParallelConfig.global_batch must be a multiple of micro_batch * dp = 3; got 4."),
+    (dict(dp=3, global_batch=2), "ParallelConfig.global_batch must be >= micro_batch * dp = 3 (every replica runs at "
+                                 "least one micro-batch); got 2."),
     (dict(zero_stage=4), "ParallelConfig.zero_stage must be one of 0, 1, 2, 3; got 4."),
     (dict(pp=2, zero_stage=2), "ParallelConfig.zero_stage must be 0 or 1 with pipeline parallelism (pp > 1); got 2."),
     (dict(interleave=2), "ParallelConfig.interleave must be 1 without pipeline parallelism (pp == 1); got 2."),
     (dict(pp=4, interleave=2, global_batch=6), "ParallelConfig.interleave must be 1 unless the micro-batches per pipeline (6) are a multiple of pp = 4; got 2."),
     (dict(recompute="some"), "ParallelConfig.recompute must be one of 'none', 'selective', 'full'; got 'some'."),
     (dict(sequence_parallel=True), "ParallelConfig.sequence_parallel must be False when tp == 1 (it shards over the tensor-parallel group); got True."),
-    (dict(precision="fp8"), "ParallelConfig.precision must be one of 'bf16', 'fp16', 'fp32'; got 'fp8'."),
+    (dict(precision="int8"), "ParallelConfig.precision must be one of 'bf16', 'fp16', 'fp32', 'fp8'; got 'int8'."),
     (dict(tp=0), "ParallelConfig.tp must be an integer >= 1; got 0."),
 ])
 def test_parallel_config_messages(kwargs, message):
@@ -228,8 +229,12 @@ def test_validate_for_shape_and_devices():
         ParallelConfig(tp=8).validate_for(shp)
     with pytest.raises(ConfigError, match=r"^ParallelConfig.tp must be a divisor of kv_heads=4; got 3.$"):
         ParallelConfig(tp=3).validate_for(shp)
-    with pytest.raises(ConfigError, match=r"^ParallelConfig.pp must be such that pp \* interleave = 5\*1 divides layers=12; got 5.$"):
-        ParallelConfig(pp=5).validate_for(shp)
+    with pytest.raises(ConfigError, match=r"^ParallelConfig.pp must be such that pp \* interleave = 5\*2 divides "
+                       r"layers=12 \(uneven stages are modelled without interleaving\); got 5.$"):
+        ParallelConfig(pp=5, interleave=2, global_batch=10).validate_for(shp)
+    assert ParallelConfig(pp=5).validate_for(shp).stage_layers(shp) == (3, 2)  # 12 layers on 5 stages
+    with pytest.raises(ConfigError, match=r"^ParallelConfig.pp must be <= layers=12 \(every stage holds a layer\); got 16.$"):
+        ParallelConfig(pp=16).validate_for(shp)
     assert ParallelConfig(dp=2, tp=4, pp=1).validate_for(shp, devices=8).devices == 8
     with pytest.raises(ConfigError, match=r"^TransformerShape.heads must be a divisor of hidden=100; got 3.$"):
         TransformerShape(layers=1, hidden=100, heads=3, vocab=10, seq_len=8)
@@ -308,3 +313,68 @@ def test_planner_70b_on_64_h100_is_fast():
     elapsed = time.perf_counter() - t0
     assert res.status == "ok" and res.fastest.memory.fits
     assert elapsed < 5.0, elapsed
+
+
+# ---- what people run: uneven stages, an accumulation remainder, fp8 (issue 14) -------------------
+
+
+def test_uneven_pipeline_stages_run_at_the_slowest_stage():
+    from profilers import hardware
+    from profilers.parallel import layer_time, step_time
+
+    h100 = hardware.get("H100-SXM")
+    shp = TransformerShape(layers=10, hidden=1024, heads=16, vocab=32000, seq_len=1024, layout="llama")
+    tm = TimeModel(efficiency=0.5)
+    even = ParallelConfig(pp=5, micro_batch=1, global_batch=10)
+    uneven = ParallelConfig(pp=4, micro_batch=1, global_batch=10)
+    # 10 layers on 4 stages: 3, 3, 2, 2 layers; the first stage (3 layers) sets the pace unless the
+    # last (2 layers + the LM head) is slower; per micro-batch: 3 x t_layer vs 2 x t_layer + head
+    from profilers.parallel.flops import lm_head_forward_flops
+
+    lt = layer_time(shp, uneven, h100, tm)
+    head = 3.0 * lm_head_forward_flops(shp, 1 * 1024) / (h100.peak_flops_per_s("bf16") * 0.5)
+    t = step_time(shp, uneven, h100, tm)
+    assert uneven.stage_layers(shp) == (3, 2) and uneven.micro_batches == 10
+    # tp = 1: no tensor-parallel time; the pace is the slower of the two stage kinds, 10 micro-batches
+    assert t.compute_s == pytest.approx(10 * max(3 * lt.total_s, 2 * lt.total_s + head), rel=1e-9)
+    assert step_time(shp, even, h100, tm).total_s > 0
+
+
+def test_a_gradient_accumulation_remainder_rounds_up():
+    # global batch 10 on dp 4 with micro-batch 1: 2.5 rounds per replica -> 3, the last partly filled
+    cfg = ParallelConfig(dp=4, micro_batch=1, global_batch=10)
+    assert cfg.micro_batches == 3
+
+
+def test_fp8_training_uses_the_fp8_peak_and_an_fp8_weight_copy():
+    from profilers import hardware
+    from profilers.parallel import MemoryModel, layer_time
+
+    h100, a100 = hardware.get("H100-SXM"), hardware.get("A100-80GB")
+    shp = TransformerShape(layers=2, hidden=4096, heads=32, vocab=32000, seq_len=4096, layout="llama")
+    tm = TimeModel(efficiency=0.5)
+    bf, f8 = ParallelConfig(precision="bf16"), ParallelConfig(precision="fp8")
+    lb, l8 = layer_time(shp, bf, h100, tm), layer_time(shp, f8, h100, tm)
+    # the GEMMs run at the fp8 peak (1978.9 vs 989.4 TFLOP/s dense on H100-SXM): half the GEMM time
+    gemm_b = lb.forward_s - lb.forward_memory_s - lb.forward_tp_s
+    gemm_8 = l8.forward_s - l8.forward_memory_s - l8.forward_tp_s
+    assert gemm_8 == pytest.approx(gemm_b * h100.peak_tflops["bf16"] / h100.peak_tflops["fp8"], rel=1e-9)
+    assert l8.forward_memory_s == pytest.approx(lb.forward_memory_s)  # bf16 outside the GEMMs
+    # weights: bf16 (2 B) + the fp8 copy (1 B) per parameter
+    assert MemoryModel().state_bytes("fp8")[0] == 3.0 and MemoryModel().state_bytes("bf16")[0] == 2.0
+    with pytest.raises(ConfigError, match=r"DeviceSpec\['A100-80GB'\].dtype must be one of"):
+        layer_time(shp, f8, a100, tm)
+
+
+def test_bloom_176b_published_384_gpu_layout_is_expressible():
+    # BLOOM-176B (BigScience 2022): 70 layers, hidden 14336, 112 heads, tp 4 x pp 12 x dp 8 = 384 A100s
+    from profilers import hardware
+    from profilers.parallel import plan, step_time
+
+    shp = TransformerShape(layers=70, hidden=14336, heads=112, vocab=250880, seq_len=2048, layout="gpt")
+    cfg = ParallelConfig(dp=8, tp=4, pp=12, micro_batch=2, global_batch=2048, recompute="full")
+    cfg.validate_for(shp, devices=384)
+    assert cfg.stage_layers(shp) == (6, 5)
+    assert step_time(shp, cfg, hardware.get("A100-80GB")).total_s > 0
+    res = plan(shp, hardware.get("A100-80GB"), 384, 2048)
+    assert res.evaluated > 0
