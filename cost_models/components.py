@@ -103,8 +103,8 @@ def kwh_price(scenario: Scenario, prices: PriceBook) -> tuple[float, str]:
 def _uses(usage: Usage) -> list[tuple[str, str, float]]:
     """(activity, device, busy device-hours) for training and serving."""
     out = []
-    if usage.training_device_hours > 0:
-        out.append(("training", usage.train_device, usage.training_device_hours))
+    if usage.training_device_hours > 0:  # the paid hours: ideal / goodput
+        out.append(("training", usage.train_device, usage.training_device_hours / usage.goodput))
     if usage.serving_device_hours > 0:
         out.append(("serving", usage.serve_device, usage.serving_device_hours))
     return out
@@ -156,6 +156,18 @@ def c_train_deploy(usage: Usage, scenario: Scenario, prices: PriceBook) -> list[
             rate, src = device_hour_rate(usage.train_device, scenario, prices)
             items.append(_item("train_deploy", f"training compute ({b.label}, {usage.train_device}, {own.rent_tier})",
                                hours, "device-hour", rate, how, src, "training"))
+    # -- goodput: failures, restarts, checkpoint writes and evaluation pauses turn ideal into paid hours
+    lost = usage.training_device_hours * (1.0 / usage.goodput - 1.0)
+    if lost > 0:
+        how = f"{usage.training_device_hours:,.2f} ideal device-h x (1 / {usage.goodput:.4g} - 1); {usage.goodput_note}"
+        if own.owns:
+            items.append(_energy(f"goodput loss ({usage.train_device})", lost, usage.train_power_watts, scenario,
+                                 prices, "training", how))
+        else:
+            rate, src = device_hour_rate(usage.train_device, scenario, prices)
+            items.append(_item("train_deploy", f"goodput loss ({usage.train_device}, {own.rent_tier})", lost,
+                               "device-hour", rate, how, src + "; TrainingPlan goodput defaults: "
+                               "cost_models/data/assumptions.toml", "training"))
     # -- serving: replicas always on for the horizon
     if usage.serving_device_hours > 0:
         how = (f"{usage.replicas} replica(s) [ceil({s.peak_rps:g} req/s x {s.samples_per_request:g} samples / "

@@ -41,6 +41,34 @@ def assumption(name: str) -> float:
     return _ASSUMPTIONS[name]["value"]
 
 
+def goodput(plan: "TrainingPlan", devices: int, ideal_hours: float, parameters: float) -> tuple[float, str]:
+    """(goodput, why): the fraction of paid device time that trains, for a run of ``ideal_hours`` of
+    wall time on ``devices`` devices of a ``parameters``-parameter model.
+
+        checkpoint   c = (checkpoint_bytes_per_parameter x parameters
+                          / (checkpoint_write_gbps_per_device x devices) GB/s) / interval
+        per failure  l = restart_hours + interval / 2            (restart + the work since the checkpoint)
+        failures     f = failures_per_device_hour x devices      (per wall hour)
+        wall         W = ideal x (1 + c) / (1 - evaluation_fraction) / (1 - f x l)
+        goodput      = ideal / W
+
+    (Failures also strike during checkpoints, evaluation and recovery, hence the division.) An
+    infeasible run (f x l >= 1: it fails faster than it recovers) raises."""
+    ck_h = plan.checkpoint_bytes_per_parameter * parameters / (plan.checkpoint_write_gbps_per_device * devices * 1e9) / 3600.0
+    c = ck_h / plan.checkpoint_interval_hours
+    fail = plan.failures_per_device_hour * devices
+    loss = plan.restart_hours + plan.checkpoint_interval_hours / 2.0
+    if fail * loss >= 1:
+        raise invalid("TrainingPlan", "failures_per_device_hour", f"< 1 / (devices x (restart_hours + interval / 2)) "
+                      f"= {1 / (devices * loss):.3g} for {devices} devices (the run would fail faster than it "
+                      "recovers)", plan.failures_per_device_hour)
+    g = (1 - plan.evaluation_fraction) * (1 - fail * loss) / (1 + c)
+    why = (f"productive time {g:.1%}: {fail * loss:.1%} lost to failures ({fail:.3g}/h on {devices} device(s) x "
+           f"{loss:g} h each), {c / (1 + c):.1%} to checkpoint writes ({ck_h * 3600:.0f} s every "
+           f"{plan.checkpoint_interval_hours:g} h), {plan.evaluation_fraction:.0%} to evaluation")
+    return g, why
+
+
 @dataclass(frozen=True)
 class TechniqueDefaults:
     name: str
@@ -99,6 +127,13 @@ class TrainingPlan:
     ``retrain_every_months`` None: one run over the horizon; else ceil(horizon / cadence) runs.
     ``scaling_efficiency`` (fraction of linear speed-up) applies when ``devices`` > 1.
     ``technique_epochs`` overrides the extra epochs per technique from techniques.toml.
+
+    Goodput (:func:`goodput`): ideal device-hours become paid ones through failures
+    (``failures_per_device_hour`` x devices x wall hours interruptions, each losing ``restart_hours``
+    plus half a ``checkpoint_interval_hours`` of work), blocking checkpoint writes
+    (``checkpoint_bytes_per_parameter`` x parameters over ``checkpoint_write_gbps_per_device`` x devices,
+    each interval) and
+    ``evaluation_fraction`` of the time in evaluation pauses. Defaults: data/assumptions.toml.
     """
 
     samples_per_epoch: float = 0.0
@@ -109,9 +144,22 @@ class TrainingPlan:
     devices: int = 1
     scaling_efficiency: float = field(default_factory=lambda: assumption("scaling_efficiency"))
     technique_epochs: Mapping[str, float] = field(default_factory=dict)
+    failures_per_device_hour: float = field(default_factory=lambda: assumption("failures_per_device_hour"))
+    restart_hours: float = field(default_factory=lambda: assumption("restart_hours"))
+    checkpoint_interval_hours: float = field(default_factory=lambda: assumption("checkpoint_interval_hours"))
+    checkpoint_bytes_per_parameter: float = field(default_factory=lambda: assumption("checkpoint_bytes_per_parameter"))
+    checkpoint_write_gbps_per_device: float = field(
+        default_factory=lambda: assumption("checkpoint_write_gbps_per_device"))
+    evaluation_fraction: float = field(default_factory=lambda: assumption("evaluation_fraction"))
 
     def __post_init__(self) -> None:
         o = "TrainingPlan"
+        for f in ("failures_per_device_hour", "restart_hours", "evaluation_fraction"):
+            check_non_negative(o, f, getattr(self, f))
+        for f in ("checkpoint_interval_hours", "checkpoint_bytes_per_parameter", "checkpoint_write_gbps_per_device"):
+            check_positive(o, f, getattr(self, f))
+        if self.evaluation_fraction >= 1:
+            raise invalid(o, "evaluation_fraction", "a fraction in [0, 1)", self.evaluation_fraction)
         check_non_negative(o, "samples_per_epoch", self.samples_per_epoch)
         check_non_negative(o, "epochs", self.epochs)
         check_choice(o, "unit", self.unit, ("samples", "tokens"))

@@ -62,6 +62,8 @@ class Usage:
     serve_power_watts: float = 0.0
     train_power_watts: float = 0.0
     devices_per_replica: int = 1
+    goodput: float = 1.0  # productive fraction of the paid training time (failures, checkpoints, evaluation)
+    goodput_note: str = ""
 
     @property
     def training_device_hours_per_run(self) -> float:
@@ -136,6 +138,14 @@ def compute_usage(figures: ModelFigures, scenario: Scenario, train_figures: Mode
             got = f"{_gb(need)} needed to train {model_name}"
             raise Infeasible(f"{invalid('ModelFigures', 'train_peak_memory_bytes', allowed, got)} To fix: train "
                              "on a larger device, a smaller batch, or shard the model (zero_sharding, tensor_parallel).")
+    good, good_note = 1.0, ""
+    if blocks:
+        from profilers.profile import DTYPE_BYTES
+
+        from .scenario import goodput
+
+        wall = sum(b.device_hours_per_run for b in blocks) / t.devices
+        good, good_note = goodput(t, t.devices, wall, tf.parameter_bytes / DTYPE_BYTES.get(tf.dtype, 2))
     nodes = math.ceil(t.devices / max(1, train_spec.devices_per_node))
     steps = sum(b.global_steps_per_run for b in blocks)
     gradient_gb = steps * 2 * (nodes - 1) * tf.parameter_bytes / 1e9 if nodes > 1 else 0.0
@@ -146,7 +156,7 @@ def compute_usage(figures: ModelFigures, scenario: Scenario, train_figures: Mode
     return Usage(
         serve_device=_display(figures.device, serve_spec), train_device=_display(tf.device, train_spec), horizon_months=s.horizon_months,
         horizon_hours=s.horizon_hours, replicas=replicas, throughput_samples_per_s=figures.throughput_samples_per_s,
-        devices_per_replica=figures.devices_per_replica,
+        devices_per_replica=figures.devices_per_replica, goodput=good, goodput_note=good_note,
         serving_device_hours=serving_device_hours, requests=requests, training_runs=runs,
         training_devices=t.devices, training_nodes=nodes, efficiency=efficiency, blocks=tuple(blocks),
         gradient_gb_per_run=gradient_gb, response_gb=requests * s.response_bytes / 1e9,

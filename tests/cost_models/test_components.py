@@ -57,7 +57,10 @@ def test_training_with_retraining(prices):
     b = CostModel(sc, prices).estimate(figures(batch_size=100, train_step_s=0.18))
     it = names(b)["training compute (base, TestGPU-24, on_demand)"]
     assert it.quantity == approx(4.0) and it.cost_usd == approx(8.0)
-    assert b.training_runs == 4 and b.usd_per_training_run == approx(2.0)
+    # + the goodput loss (failures, checkpoints, evaluation: its own line, test_scenario.py)
+    loss = names(b)["goodput loss (TestGPU-24, on_demand)"].cost_usd
+    assert 0 < loss < 0.02 * 8.0
+    assert b.training_runs == 4 and b.usd_per_training_run == approx((8.0 + loss) / 4)
     assert b.requests == 0 and b.usd_per_1000_requests is None
 
 
@@ -71,7 +74,8 @@ def test_multi_node_training_and_gradient_exchange(prices):
     assert n["training compute (base, TestGPU-24, on_demand)"].cost_usd == approx(1.0)
     g = n["gradient exchange across nodes"]
     assert g.quantity == approx(4000) and g.cost_usd == approx(40) and g.component == "train_deploy"
-    assert b.usd_per_training_run == approx(41.0)  # compute + gradient traffic, one run
+    loss = n["goodput loss (TestGPU-24, on_demand)"].cost_usd  # failures, checkpoints, evaluation
+    assert b.usd_per_training_run == approx(41.0 + loss)  # compute + gradient traffic + goodput loss, one run
 
 
 def test_single_node_has_no_gradient_item(prices):

@@ -117,3 +117,41 @@ def test_scenario_from_a_table_reports_each_plan_at_its_path():
     assert str(info.value).startswith("scenario.people.hours['pruning'] must be keyed by 'base' or a technique name")
     sc = build(Scenario, {"serving": {"avg_requests_per_s": 5}, "people": {"hours": {"prune": 16}}}, "scenario")
     assert sc == Scenario(serving=ServingPlan(avg_requests_per_s=5), people=PeoplePlan(hours={"prune": 16}))
+
+
+def test_goodput_on_a_toy_failure_rate():
+    # 1,000 devices failing 1e-5 / device-h -> 0.01 interruptions per wall hour; each loses 0.5 h restart
+    # + half of a 2 h checkpoint interval = 1.5 h -> 1.5 % lost; a checkpoint of 1e9 parameters x 14 B =
+    # 14 GB at 1,000 x 0.007 GB/s = 7 GB/s = 2 s every 2 h -> c = 2 / 7200; evaluation 2 %:
+    # goodput = (1 - 0.02) x (1 - 0.015) / (1 + 2/7200) = 0.98 x 0.985 / 1.000278 = 0.965032
+    from cost_models.scenario import goodput
+
+    plan = TrainingPlan(samples_per_epoch=1, failures_per_device_hour=1e-5, restart_hours=0.5,
+                        checkpoint_interval_hours=2.0, checkpoint_bytes_per_parameter=14, checkpoint_write_gbps_per_device=0.007,
+                        evaluation_fraction=0.02)
+    g, why = goodput(plan, 1000, 100.0, 1e9)
+    assert g == pytest.approx(0.98 * 0.985 / (1 + 2 / 7200), rel=1e-12)
+    assert why.startswith("productive time 96.5%: 1.5% lost to failures")
+    with pytest.raises(ConfigError, match=r"^TrainingPlan.failures_per_device_hour must be < 1 / \(devices x"):
+        goodput(plan, 10**5, 100.0, 1e9)  # 1 failure per wall hour, 1.5 h lost each: it never finishes
+
+
+def test_goodput_is_its_own_line_item(prices):
+    from cost_models import CostModel, ModelFigures
+    from cost_models.scenario import goodput
+
+    plan = TrainingPlan(samples_per_epoch=1e6, devices=8, failures_per_device_hour=1e-3, restart_hours=0.25,
+                        checkpoint_interval_hours=1.0)
+    # bf16 parameter bytes 2e9 -> 1e9 parameters
+    fig = ModelFigures("H100-SXM", "bf16", 64, 0.05, 0.2, 10**9, 2 * 10**9, 2 * 10**9, "by hand")
+    br = CostModel(Scenario(training=plan), prices).estimate(fig)
+    ideal = next(it for it in br.items if it.name.startswith("training compute"))
+    loss = [it for it in br.items if it.name.startswith("goodput loss")]
+    assert len(loss) == 1 and "productive time" in loss[0].formula
+    # the run's wall time is its ideal device-hours over the 8 devices
+    g, _ = goodput(plan, 8, ideal.quantity / 8, 1e9)
+    # 8 x 1e-3 = 0.008 failures / h x 0.75 h = 0.6 %; checkpoint 14 GB / (8 x 0.12 GB/s) = 14.6 s an hour
+    # = 0.4 %; evaluation 0.7 % (BLOOM): goodput = 0.993 x 0.994 / 1.00405 = 0.9831
+    assert g == pytest.approx(0.993 * 0.994 / (1 + 14e9 / 0.96e9 / 3600), rel=1e-9)
+    assert loss[0].quantity == pytest.approx(ideal.quantity * (1 / g - 1), rel=1e-12)
+    assert loss[0].usd_per_unit == ideal.usd_per_unit
