@@ -22,8 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -36,11 +34,8 @@ from profilers.projection import DEFAULT_EFFICIENCY, kernel_time  # noqa: E402
 
 
 def _stats(errs: list[float | None]) -> str:
-    a = sorted(abs(e) for e in errs if e is not None)
-    if not a:
-        return "- | -"
-    p90 = a[min(len(a) - 1, math.ceil(0.9 * len(a)) - 1)]
-    return f"{statistics.median(a):.0%} | {p90:.0%}"
+    st = cal.abs_error_stats(errs)
+    return "- | -" if st is None else f"{st[0]:.0%} | {st[1]:.0%}"
 
 
 def _pct(x: float | None) -> str:

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import statistics
 import sys
 import time
 from pathlib import Path
@@ -61,10 +60,10 @@ def _errors() -> list[dict]:
 
 
 def _median_p90(xs: list[float]) -> str:
-    a = sorted(abs(x) for x in xs)
-    if not a:
-        return "- | -"
-    return f"{statistics.median(a):.0%} | {a[min(len(a) - 1, int(0.9 * len(a) + 0.999) - 1)]:.0%}"
+    from profilers.calibration import abs_error_stats
+
+    st = abs_error_stats(xs)
+    return "- | -" if st is None else f"{st[0]:.0%} | {st[1]:.0%}"
 
 
 def _cpu_check() -> list[str]:

@@ -233,6 +233,15 @@ class Calibration:
         return Lookup(eff, o, (band[0], band[1]), rows, src + "; " + o_txt)
 
 
+def abs_error_stats(errors: Sequence[float | None]) -> tuple[float, float] | None:
+    """(median, 90th percentile) of |error| over the given relative errors (None entries skipped;
+    the p90 is the ceil(0.9 n)-th smallest), or None when there are none."""
+    a = sorted(abs(e) for e in errors if e is not None)
+    if not a:
+        return None
+    return float(np.median(a)), a[min(len(a) - 1, math.ceil(0.9 * len(a)) - 1)]
+
+
 def _ids(ids: Sequence[int]) -> str:
     ids = sorted(ids)
     return ", ".join(map(str, ids)) if len(ids) <= 8 else ", ".join(map(str, ids[:8])) + f", ... ({len(ids)} in all)"

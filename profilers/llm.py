@@ -271,12 +271,10 @@ def _check(model: Any, device: Any, weights: str, kv: str | None, tp: int, pp: i
     return shape, spec, f, kvd
 
 
-@serializable("llm_estimate")
 @dataclass(frozen=True)
-class LLMEstimate:
-    """One static batch of ``batch`` requests (``input_tokens`` in, ``output_tokens`` out) on a
-    deployment of ``tp x pp`` GPUs. Times are projections (see the module docstring); ``*_band_s``
-    are the calibration's 80 % bands."""
+class _Deployment:
+    """What a priced LLM deployment is: the model, ``tp x pp`` GPUs of one device type, the weight
+    and KV-cache formats and ``batch`` sequences (per pipeline micro-batch)."""
 
     model: str
     device: str
@@ -285,6 +283,19 @@ class LLMEstimate:
     tp: int
     pp: int
     batch: int
+
+    @property
+    def gpus(self) -> int:
+        return self.tp * self.pp
+
+
+@serializable("llm_estimate")
+@dataclass(frozen=True)
+class LLMEstimate(_Deployment):
+    """One static batch of ``batch`` requests (``input_tokens`` in, ``output_tokens`` out) on a
+    deployment of ``tp x pp`` GPUs. Times are projections (see the module docstring); ``*_band_s``
+    are the calibration's 80 % bands."""
+
     input_tokens: int
     output_tokens: int
     runtime: str
@@ -300,10 +311,6 @@ class LLMEstimate:
     calibration_rows: tuple[int, ...]
     provenance: str
     notes: tuple[str, ...] = ()
-
-    @property
-    def gpus(self) -> int:
-        return self.tp * self.pp
 
 
 def _memory(shape: TransformerShape, f: Format, kvd: str, tp: int, pp: int, batch: int, context: int,
@@ -435,17 +442,10 @@ class RequestMix:
 
 @serializable("serving_estimate")
 @dataclass(frozen=True)
-class ServingEstimate:
+class ServingEstimate(_Deployment):
     """Continuous batching's steady state on one deployment (``tp x pp`` GPUs) at ``batch``
     sequences in flight (per pipeline micro-batch)."""
 
-    model: str
-    device: str
-    weights: str
-    kv: str
-    tp: int
-    pp: int
-    batch: int
     ttft_p50_s: float
     ttft_p90_s: float
     tpot_p50_s: float
@@ -461,10 +461,6 @@ class ServingEstimate:
     band: tuple[float, float]  # the calibration's 80 % band (published / predicted) on every time
     provenance: str
     notes: tuple[str, ...] = field(default_factory=tuple)
-
-    @property
-    def gpus(self) -> int:
-        return self.tp * self.pp
 
 
 def serve(model: Any, device: str | DeviceSpec, mix: RequestMix, *, weights: str = "bf16", kv: str | None = None,
