@@ -3,6 +3,7 @@
     sigmastar search                       # the bundled digits job: train, search, write runs/digits/report.md
     sigmastar search examples/minilm.toml --output runs/minilm    # a job file; the same command resumes
     sigmastar whatif                       # Llama-2-7B/70B served and trained across the GPU catalog
+    sigmastar plan llama-2-7b --counts 256,512 --tokens 2e12    # a training run's layout and price per GPU
     sigmastar report runs/digits           # render the report again from results.json and run.json
     sigmastar worker job.toml --storage postgresql://...   # join an Optuna search on a shared storage
     sigmastar profile                      # measure the bundled digits CNN here, project onto GPUs
@@ -288,6 +289,62 @@ def _cmd_whatif(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_plan(args: argparse.Namespace) -> int:
+    """Lay a transformer's training out on each device and price it (rented and owned)."""
+    import dataclasses
+
+    from cost_models import PriceBook, Scenario
+    from cost_models.scenario import Ownership, TrainingPlan
+    from profilers import hardware
+    from profilers.config import invalid
+    from profilers.parallel import TransformerShape
+
+    from .report import training_table
+    from .training_price import price_training
+    from .whatif import WhatIf, _config_dict, _model_label
+
+    def ints(field: str, text: str) -> tuple[int, ...]:
+        try:
+            return tuple(int(x) for x in text.split(",") if x.strip())
+        except ValueError:
+            raise invalid("plan", field, "comma-separated integers", text) from None
+
+    w = WhatIf(models=(args.model,), devices=tuple(d for d in args.devices.split(",") if d.strip()),
+               train_seq_len=args.seq_len, global_batch=args.global_batch,
+               train_device_counts=ints("counts", args.counts), train_precision=args.precision)
+    if not args.tokens > 0:
+        raise invalid("plan", "tokens", "a number > 0 (tokens per training run)", args.tokens)
+    model = w.models[0]
+    label = _model_label(model)
+    shape = TransformerShape.from_hf_config(_config_dict(model), seq_len=w.train_seq_len, name=label)
+    sc = Scenario(name="plan", training=TrainingPlan(samples_per_epoch=args.tokens, unit="tokens",
+                                                     tokens_per_sample=w.train_seq_len),
+                  ownership=Ownership(mode="own" if args.own else "rent", rent_tier=args.rent_tier))
+    book = PriceBook.default()
+    log = None if args.quiet else _err
+    rows = []
+    for d in w.device_list():
+        spec = hardware.get(d)
+        rows.append(price_training(shape, spec, w.train_device_counts, w.global_batch, sc, book,
+                                   precision=w.train_precision if spec.supports(w.train_precision) else None,
+                                   label=label, log=log))
+    print(f"{label}: {args.tokens:,.0f} tokens, {w.global_batch} x {w.train_seq_len}-token sequences per step, "
+          f"over {', '.join(map(str, w.train_device_counts))} devices; {'owned' if args.own else args.rent_tier}; "
+          "the cheapest fitting layout per device (profilers.parallel.plan, training calibration)")
+    print(training_table(rows))
+    ok = [r for r in rows if r["status"] == "ok"]
+    if ok:
+        best = min(ok, key=lambda r: r["total_usd"])
+        print(f"cheapest: {best['devices']} x {best['device']} ({best['layout']}), {best['gpu_hours_paid']:,.0f} "
+              f"GPU-hours paid, {best['wall_days_per_run']:.1f} days, {usd(best['total_usd'])}")
+    if args.json:
+        out = [{k: (dataclasses.asdict(v) if k == "config" else v) for k, v in r.items() if k not in ("breakdown", "figures")}
+               for r in rows]
+        Path(args.json).write_text(json.dumps(out, indent=1, default=str) + "\n")
+        print(f"wrote {args.json}")
+    return 0 if ok else 1
+
+
 def _cmd_report(args: argparse.Namespace) -> int:
     from .report import rerender
 
@@ -352,6 +409,27 @@ def build_parser() -> argparse.ArgumentParser:
     wi.add_argument("--output", help="output folder (default: the job's `output`, else runs/<name>)")
     wi.add_argument("--quiet", action="store_true", help="no progress messages")
     wi.set_defaults(func=_cmd_whatif)
+
+    pl = sub.add_parser("plan", help="price a transformer's training layouts across devices",
+                        description="Lay out a decoder transformer's training on each device type (data, tensor "
+                        "and pipeline parallel, ZeRO, recomputation; profilers.parallel.plan with the training "
+                        "calibration), take the cheapest layout that fits, and price the run: GPU-hours ideal and "
+                        "paid (failures, restarts, checkpoints and evaluation pauses), days, energy, dollars rented "
+                        "and owned. Exit status: 0 some device trains it, 1 none does, 2 bad input.")
+    pl.add_argument("model", help="a bundled config (llama-2-7b, llama-2-70b, gpt2, ...) or a config.json path")
+    pl.add_argument("--devices", default="A100-80GB,H100-SXM", help="comma-separated catalog GPUs "
+                    "(default: A100-80GB,H100-SXM)")
+    pl.add_argument("--counts", default="64,128,256", help="device counts to try (default: 64,128,256)")
+    pl.add_argument("--global-batch", type=int, default=1024, help="sequences per optimizer step (default 1024)")
+    pl.add_argument("--seq-len", type=int, default=4096, help="tokens per sequence (default 4096)")
+    pl.add_argument("--tokens", type=float, default=1e11, help="tokens per training run (default 1e11)")
+    pl.add_argument("--precision", default="bf16", choices=("bf16", "fp16", "fp32", "fp8"),
+                    help="training precision (fp8: fp8 GEMMs where the device has them, else bf16)")
+    pl.add_argument("--own", action="store_true", help="price as owned hardware (default: rented)")
+    pl.add_argument("--rent-tier", default="on_demand", choices=("on_demand", "spot", "reserved"))
+    pl.add_argument("--json", help="also write the rows to this JSON file")
+    pl.add_argument("--quiet", action="store_true", help="no progress messages")
+    pl.set_defaults(func=_cmd_plan)
 
     rp = sub.add_parser("report", help="render a run folder's report again",
                         description="Read results.json (or whatif.json) and run.json of a finished run and write "

@@ -22,7 +22,7 @@ import datetime as _dt
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping, Sequence
 
 from cost_models.render import COMPONENT_TITLES, line_items_table, sensitivity_table
 from profilers.config import ConfigError, from_json_dict, to_json_dict
@@ -527,14 +527,7 @@ def whatif_markdown(res: Any, job: Any, files: dict[str, str], prices: list[Any]
         lines.append(f"{tr.samples_per_epoch:,.0f} {tr.unit} per epoch x {tr.epochs:g} epochs per run, "
                      f"{w.global_batch} sequences of {w.train_seq_len} tokens per step, over "
                      f"{', '.join(map(str, w.train_device_counts))} devices.")
-        lines += ["", markdown_table(["model", "device", "devices", "layout", "step s", "MFU", "GB/device",
-                                      "per run", "total", "note"],
-                                     [[r["model"], r["device"], r.get("devices", "-"), r.get("layout", "-"),
-                                       fmt_num(r.get("step_s"), ".2f"), fmt_num(r.get("mfu"), ".0%"),
-                                       fmt_num(r.get("memory_gb_per_device"), ".1f"),
-                                       usd(r.get("usd_per_run")), usd(r["total_usd"]),
-                                       "" if r["status"] == "ok" else r.get("message", "")[:160]]
-                                      for r in trows], "llrlrrrrrl"), ""]
+        lines += ["", training_table(trows), ""]
     for p in res.plans:
         if p["status"] == "ok":
             br = p["breakdown"]
@@ -585,6 +578,21 @@ def _plot_whatif(res: Any, job: Any, out: Path) -> dict[str, str]:
     ax.legend(fontsize=8)
     _save_fig(ax, out / "whatif.png")
     return {"plot": "whatif.png"}
+
+
+def training_table(rows: Sequence[Mapping]) -> str:
+    """The priced training plans (:func:`optimizer.training_price.price_training` rows) as markdown."""
+    cols = ["model", "device", "devices", "layout", "step s", "MFU", "GB/device", "GPU-h ideal", "goodput",
+            "GPU-h paid", "days/run", "MWh", "rented", "owned", "total", "note"]
+    return markdown_table(cols, [[
+        r["model"], r["device"], r.get("devices", "-"), r.get("layout", "-"), fmt_num(r.get("step_s"), ".2f"),
+        fmt_num(r.get("mfu"), ".0%"), fmt_num(r.get("memory_gb_per_device"), ".1f"),
+        fmt_num(r.get("gpu_hours_ideal"), ",.0f"), fmt_num(r.get("goodput"), ".1%"),
+        fmt_num(r.get("gpu_hours_paid"), ",.0f"), fmt_num(r.get("wall_days_per_run"), ".1f"),
+        fmt_num(r["energy_kwh"] / 1e3 if r.get("energy_kwh") is not None else None, ",.1f"),
+        usd(r.get("usd_rented")), usd(r.get("usd_owned")),
+        usd(r["total_usd"]), "" if r["status"] == "ok" else r.get("message", "")[:160]] for r in rows],
+        "llrlrrrrrrrrrrrl")
 
 
 def write_whatif_report(res: Any, job: Any, output_dir: str | Path, environment: dict | None = None) -> dict[str, Path]:

@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from profilers.config import (
-    ConfigError,
     check_choice,
     check_fields,
     check_int,
@@ -74,7 +73,10 @@ class WhatIf:
       default: TensorRT-LLM / vLLM-style kernels, FlashAttention; ``"eager"``: PyTorch eager);
     * training: the scenario's training plan (tokens per run) with ``global_batch`` sequences of
       ``train_seq_len`` tokens per step, laid out by ``profilers.parallel.plan`` over
-      ``train_device_counts`` devices (data, tensor and pipeline parallel, ZeRO, recomputation).
+      ``train_device_counts`` devices (data, tensor and pipeline parallel, ZeRO, recomputation), in
+      ``train_precision`` (``"bf16"``, ``"fp16"``, ``"fp32"`` or ``"fp8"``: fp8 GEMMs where the device has
+      an fp8 peak, else bf16), priced by :func:`optimizer.training_price.price_training` (GPU-hours
+      ideal and paid, rented and owned dollars, energy).
 
     Every rule is checked here, once: built in Python an error reads ``WhatIf.models[0] must ...``,
     built from a job file ``job.whatif.models[0] must ...``.
@@ -89,6 +91,7 @@ class WhatIf:
     train_seq_len: int = 4096
     global_batch: int = 256
     train_device_counts: tuple[int, ...] = (8, 16, 32, 64)
+    train_precision: str = "bf16"
 
     def __post_init__(self) -> None:
         o = "WhatIf"
@@ -108,6 +111,9 @@ class WhatIf:
         from profilers.projection import RUNTIMES
 
         check_choice(o, "serve_runtime", self.serve_runtime, RUNTIMES)
+        from profilers.parallel.config import PRECISIONS
+
+        check_choice(o, "train_precision", self.train_precision, PRECISIONS)
 
         def count(f: str, n: Any) -> int:
             check_int(o, f, n, 1)
@@ -238,23 +244,17 @@ def run_whatif(job: Job, *, log: Any = None) -> WhatIfResult:
     """
     import time
 
-    from cost_models import (
-        CostModel,
-        DataPlan,
-        ModelFigures,
-        PeoplePlan,
-        ServingPlan,
-        TrainingPlan,
-    )
+    from cost_models import CostModel, DataPlan, TrainingPlan
     from profilers import analyze, hardware, project
-    from profilers.parallel import TransformerShape, plan
+    from profilers.parallel import TransformerShape
+
+    from .training_price import price_training
 
     log = log or (lambda m: None)
     if job.kind != "whatif":
         raise invalid("run_whatif", "job.kind", "'whatif' to run a what-if", job.kind)
     t0 = time.perf_counter()
     w, sc, book = job.whatif, job.scenario, job.prices()
-    own = sc.ownership
     devices = w.device_list()
     serve_sc = sc.replace(training=TrainingPlan(), data=DataPlan())
     serving, training, plans, notes = [], [], [], []
@@ -284,43 +284,15 @@ def run_whatif(job: Job, *, log: Any = None) -> WhatIfResult:
         shape = TransformerShape.from_hf_config(_config_dict(model), seq_len=w.train_seq_len, name=label)
         for d in (devices if trains else ()):
             spec = hardware.get(d)
-            precision = "bf16" if spec.supports("bf16") else "fp16"
-            row = {"model": label, "device": d, "precision": precision, "parameters": shape.parameters()}
-            try:
-                usd_h = None if own.owns else book.gpu_hour(d, own.rent_tier, own.provider).usd_per_unit
-            except ConfigError as e:
-                training.append({**row, "status": "no price", "total_usd": math.inf, "message": str(e)})
-                continue
-            log(f"planning {label} training layouts on {d} ({', '.join(map(str, w.train_device_counts))} devices)")
-            res = plan(shape, spec, list(w.train_device_counts), w.global_batch, usd_per_device_hour=usd_h,
-                       precision=precision)
-            if res.status != "ok":
-                training.append({**row, "status": "infeasible", "total_usd": math.inf, "message": res.message,
-                                 "layouts_evaluated": res.evaluated})
-                continue
-            c = res.cheapest
-            cfg, n, step_s = c.config, c.config.devices, c.time.total_s
-            layout = (f"dp{cfg.dp} tp{cfg.tp} pp{cfg.pp} zero{cfg.zero_stage} mb{cfg.micro_batch}"
-                      + (f" v{cfg.interleave}" if cfg.interleave > 1 else "")
-                      + (f" recompute={cfg.recompute}" if cfg.recompute != "none" else "")
-                      + (" sp" if cfg.sequence_parallel else ""))
-            mem = int(c.memory.total_bytes)
-            tf = ModelFigures(device=d, dtype=precision, batch_size=w.global_batch // n, latency_s=step_s,
-                              train_step_s=step_s, peak_memory_bytes=mem, train_peak_memory_bytes=mem,
-                              parameter_bytes=shape.parameters() * 2,
-                              provenance=f"{c.time.provenance}; layout {layout} (profilers.parallel.plan, cheapest "
-                                         f"of {res.feasible} fitting layouts)")
-            tsc = sc.replace(serving=ServingPlan(horizon_months=sc.serving.horizon_months), data=DataPlan(),
-                             people=PeoplePlan(usd_per_hour=sc.people.usd_per_hour),
-                             training=dataclasses.replace(sc.training, devices=n, scaling_efficiency=1.0))
-            br = CostModel(tsc, book).estimate(tf, train_figures=tf, model_name=label)
-            training.append({**row, "status": br.status, "devices": n, "layout": layout, "step_s": step_s,
-                             "mfu": c.time.mfu, "tokens_per_s": c.time.tokens_per_s,
-                             "memory_gb_per_device": mem / 1e9, "training_runs": br.training_runs,
-                             "usd_per_run": br.usd_per_training_run, "total_usd": br.total_usd,
-                             "message": br.message, "provenance": tf.provenance,
-                             "layouts_evaluated": res.evaluated, "layouts_fitting": res.feasible})
-            figs[("train", label, d)] = (tf, n)
+            r = price_training(shape, spec, w.train_device_counts, w.global_batch, sc, book,
+                               precision=w.train_precision if spec.supports(w.train_precision) else None,
+                               label=label, log=log)
+            fig = r.pop("figures", None)
+            r.pop("breakdown", None)
+            r.pop("config", None)
+            training.append(r)
+            if fig is not None:
+                figs[("train", label, d)] = (fig, r["devices"])
         # the cheapest plan: the cheapest serving row + the cheapest training row, priced together
         srows = [r for r in serving if r["model"] == label and r["status"] == "ok"]
         trows = [r for r in training if r["model"] == label and r["status"] == "ok"]

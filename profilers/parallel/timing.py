@@ -23,29 +23,44 @@ Per pipeline stage and micro-batch (``b`` sequences), on each device:
 
 Per step:
 
-* **data parallel**: gradients ring all-reduced over dp (ZeRO-1: reduce-scatter + all-gather, the
-  same bytes); ZeRO-2 reduce-scatters per micro-batch; ZeRO-3 also all-gathers the weights twice
-  per micro-batch (forward, backward): 1.5x the all-reduce bytes per micro-batch.
-  Overlap (``TimeModel.overlap_dp_comm``, default on, as PyTorch DDP and Megatron's
-  ``--overlap-grad-reduce``): gradient traffic hides behind one micro-batch's backward, ZeRO-3's
-  weight gathers behind that micro-batch's compute; only the excess is exposed.
+* **data parallel**: gradients all-reduced over dp (flat ring or hierarchical over nodes, whichever
+  is faster, with NCCL's latency; ZeRO-1: reduce-scatter + all-gather, the same bytes); ZeRO-2
+  reduce-scatters per micro-batch. Overlap (``TimeModel.overlap_dp_comm``, default on, as PyTorch
+  DDP and Megatron's ``--overlap-grad-reduce``): gradient traffic hides behind one micro-batch's
+  backward; only the excess is exposed.
+* **ZeRO-3 / FSDP**, per micro-batch and layer: ``TimeModel.zero3_gathers_per_layer`` all-gathers of
+  the layer's weights before its forward and again before its backward, and as many
+  reduce-scatters of its gradients after it; each pays its bytes and its own latency over dp ranks.
+  With prefetch (``TimeModel.overlap_dp_comm``) layer ``i+1``'s gather runs during layer ``i``'s
+  compute: per layer only ``max(0, comm - compute)`` is exposed, plus the first layer's gather and
+  the embedding/head gathers and reduce-scatters, which nothing hides.
+* **stragglers**: every step ends in a collective, so the step waits for the slowest of ``n``
+  devices. With rank times jittering with coefficient of variation ``c`` (``TimeModel.jitter``), the
+  expected maximum of ``n`` normal draws is about ``mean * (1 + c * sqrt(2 ln n))`` (the Gumbel
+  limit), added to the compute time.
+* **framework**: ``TimeModel.step_overhead_s`` host seconds per step that the devices wait for
+  (optimizer loop launch, gradient clipping, logging; on a CPU every op's dispatch).
 * **optimizer**: Adam streams ~28 bytes per (sharded) parameter through HBM.
 
-Collective costs come from :mod:`.comm`; which link a group uses from :func:`.comm.group_bandwidth`.
+Collective costs come from :func:`.comm.collective_s` (bandwidth per :func:`.comm.group_bandwidth`,
+latency per :data:`.comm.NCCL_LATENCY`). ``efficiency``, ``jitter`` and ``step_overhead_s`` left at
+None are read from the training calibration (:mod:`profilers.parallel.calibration`), fitted to
+published training runs.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 from ..config import check_choice, check_positive, invalid, serializable
 from ..hardware import DeviceSpec
-from .comm import all_gather_s, group_bandwidth, p2p_s, reduce_scatter_s, ring_all_reduce_s, spans_nodes
+from .comm import NCCL_LATENCY, NO_LATENCY, collective_s, spans_nodes
 from .config import ParallelConfig, TransformerShape
 from .flops import layer_forward_flops, lm_head_forward_flops, training_flops
 from .memory import MemoryModel, _stage_parameters, activation_bytes_per_layer
 
-__all__ = ["TimeModel", "LayerTime", "StepTime", "layer_time", "step_time", "gemm_efficiency"]
+__all__ = ["TimeModel", "LayerTime", "StepTime", "layer_time", "step_time", "gemm_efficiency", "jitter", "step_overhead"]
 
 #: HBM bytes an Adam step moves per parameter (fp32 master, m, v read+written, grad read, weight written)
 ADAM_BYTES_PER_PARAM = 28.0
@@ -64,6 +79,12 @@ class TimeModel:
       Korthikanti et al. 2022 sec. 6) or ``"all"`` (comm/GEMM overlap as in Transformer Engine).
     * ``overlap_pp_comm``: pipeline sends hide behind compute (default off).
     * ``scatter_gather``: Narayanan et al.'s scatter/gather for cross-node pipeline sends (default on).
+    * ``latency``: every collective pays NCCL's latency (:data:`.comm.NCCL_LATENCY`; default on).
+    * ``zero3_gathers_per_layer``: collectives per layer and pass under ZeRO-3: 1 for FSDP wrapping
+      each transformer block (default), more when every sub-module gathers its own weights
+      (DeepSpeed ZeRO-3 gathers per module: 6 for a GPT block with biases).
+    * ``jitter``: coefficient of variation of one device's step time (stragglers); None: calibrated.
+    * ``step_overhead_s``: host seconds per step the devices wait for; None: calibrated (0 on a CPU).
     """
 
     efficiency: float | None = None
@@ -71,6 +92,10 @@ class TimeModel:
     overlap_tp_comm: str = "backward"
     overlap_pp_comm: bool = False
     scatter_gather: bool = True
+    latency: bool = True
+    zero3_gathers_per_layer: int = 1
+    jitter: float | None = None
+    step_overhead_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.efficiency is not None:
@@ -78,7 +103,14 @@ class TimeModel:
             if self.efficiency > 1:
                 raise invalid("TimeModel", "efficiency", "a fraction in (0, 1] or None (calibrated)", self.efficiency)
         check_choice("TimeModel", "overlap_tp_comm", self.overlap_tp_comm, ("none", "backward", "all"))
-        for f in ("overlap_dp_comm", "overlap_pp_comm", "scatter_gather"):
+        if not isinstance(self.zero3_gathers_per_layer, int) or isinstance(self.zero3_gathers_per_layer, bool) \
+                or self.zero3_gathers_per_layer < 1:
+            raise invalid("TimeModel", "zero3_gathers_per_layer", "an integer >= 1", self.zero3_gathers_per_layer)
+        for f in ("jitter", "step_overhead_s"):
+            v = getattr(self, f)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf):
+                raise invalid("TimeModel", f, "a number >= 0 or None (calibrated)", v)
+        for f in ("overlap_dp_comm", "overlap_pp_comm", "scatter_gather", "latency"):
             if not isinstance(getattr(self, f), bool):
                 raise invalid("TimeModel", f, "True or False", getattr(self, f))
 
@@ -102,12 +134,44 @@ class LayerTime:
 
 
 def gemm_efficiency(device: DeviceSpec, tm: TimeModel) -> float:
-    """``tm.efficiency``, or the device's fused-runtime matmul efficiency from the calibration."""
+    """``tm.efficiency``, or the device's training GEMM efficiency from the training calibration
+    (which falls back to the fused-runtime matmul efficiency of :mod:`profilers.calibration`)."""
     if tm.efficiency is not None:
         return tm.efficiency
-    from ..calibration import load
+    from .calibration import training
 
-    return load().lookup(device, "fused").efficiency["matmul"]
+    return training().efficiency(device)
+
+
+def _calibrated(device: DeviceSpec, given: float | None, name: str) -> float:
+    """A given figure, or the training calibration's (0 on CPUs, which it has no rows for)."""
+    if given is not None:
+        return given
+    if device.kind == "cpu":
+        return 0.0
+    from .calibration import training
+
+    return getattr(training(), name)
+
+
+def jitter(device: DeviceSpec, tm: TimeModel) -> float:
+    """``tm.jitter``, or the calibrated coefficient of variation of a device's step time."""
+    return _calibrated(device, tm.jitter, "jitter")
+
+
+def step_overhead(device: DeviceSpec, tm: TimeModel) -> float:
+    """``tm.step_overhead_s``, or the calibrated per-step host overhead."""
+    return _calibrated(device, tm.step_overhead_s, "step_overhead_s")
+
+
+def _training_source(device: DeviceSpec) -> str:
+    from .calibration import training
+
+    return training().source(device)
+
+
+def _latency(tm: TimeModel):
+    return NCCL_LATENCY if tm.latency else NO_LATENCY
 
 
 def _rate(config: ParallelConfig, device: DeviceSpec, tm: TimeModel) -> float:
@@ -133,7 +197,7 @@ def layer_time(
     recomputed = 0.0 if config.recompute == "none" else (stored if config.recompute == "full" else stored - kept)
     mem_f = 2.0 * stored / hbm
     mem_b = (2.0 * stored + 2.0 * recomputed) / hbm
-    ar = ring_all_reduce_s(tokens * shape.hidden * e, tp, group_bandwidth(device, tp, 1)) if tp > 1 else 0.0
+    ar = collective_s("all_reduce", tokens * shape.hidden * e, device, tp, 1, _latency(tm)) if tp > 1 else 0.0
     tp_f = 0.0 if tm.overlap_tp_comm == "all" else 2 * ar
     tp_b = {"none": 2 * ar, "backward": 0.0, "all": 0.0}[tm.overlap_tp_comm]
     if config.recompute == "full" and tm.overlap_tp_comm != "all":
@@ -147,7 +211,7 @@ def layer_time(
 class StepTime:
     """Seconds of one optimizer step, split into (exposed) parts that add up to ``total_s``:
     ``compute_s`` (GEMMs + the ``memory_bound_s`` kernels it includes) + ``bubble_s`` +
-    ``tp_comm_s`` + ``pp_comm_s`` + ``dp_comm_s`` + ``optimizer_s``."""
+    ``tp_comm_s`` + ``pp_comm_s`` + ``dp_comm_s`` + ``optimizer_s`` + ``straggler_s`` + ``framework_s``."""
 
     total_s: float
     compute_s: float
@@ -157,6 +221,8 @@ class StepTime:
     pp_comm_s: float
     dp_comm_s: float
     optimizer_s: float
+    straggler_s: float
+    framework_s: float
     dp_comm_unhidden_s: float
     model_flops: float
     hardware_flops: float
@@ -200,49 +266,67 @@ def step_time(
     tp_mb = n_layers * (lt.forward_tp_s + lt.backward_tp_s)
     mem_mb = n_layers * (lt.forward_memory_s + lt.backward_memory_s)
     compute_mb = n_layers * lt.total_s - tp_mb + head
+    lat = _latency(tm)
     pp_mb = 0.0
     if pp > 1:  # activation forward + gradient backward per model chunk
         msg = b * s * h * e
         if config.sequence_parallel or (spans_nodes(device, pp, tp * dp) and tm.scatter_gather):
             msg /= tp
-        pp_mb = 0.0 if tm.overlap_pp_comm else 2 * v * p2p_s(msg, group_bandwidth(device, pp, tp * dp))
+        pp_mb = 0.0 if tm.overlap_pp_comm else 2 * v * collective_s("p2p", msg, device, pp, tp * dp, lat)
     stage_mb = compute_mb + tp_mb + pp_mb
     bubble = (pp - 1) / v * stage_mb
 
     # data parallel
-    w, g, _ = mm.state_bytes(config.precision)
+    _, g, _ = mm.state_bytes(config.precision)
+    w = e  # weights travel in the training precision (an fp8 copy is made locally, never gathered)
     params = max(_stage_parameters(shape, config, 0), _stage_parameters(shape, config, pp - 1))
     dp_total = dp_exposed = 0.0
     if dp > 1:
-        bw = group_bandwidth(device, dp, tp)
+        coll = lambda kind, nbytes: collective_s(kind, nbytes, device, dp, tp, lat)  # noqa: E731
         z = config.zero_stage
         window = n_layers * lt.backward_s  # one micro-batch's backward
         if z <= 1:
-            dp_total = ring_all_reduce_s(params * g, dp, bw) if z == 0 else (
-                reduce_scatter_s(params * g, dp, bw) + all_gather_s(params * w, dp, bw))
+            dp_total = coll("all_reduce", params * g) if z == 0 else (
+                coll("reduce_scatter", params * g) + coll("all_gather", params * w))
             dp_exposed = max(0.0, dp_total - window) if tm.overlap_dp_comm else dp_total
         elif z == 2:
-            rs, ag = reduce_scatter_s(params * g, dp, bw), all_gather_s(params * w, dp, bw)
+            rs, ag = coll("reduce_scatter", params * g), coll("all_gather", params * w)
             dp_total = m * rs + ag
             dp_exposed = (m * max(0.0, rs - window) + ag) if tm.overlap_dp_comm else dp_total
         else:
-            per_mb = 2 * all_gather_s(params * w, dp, bw) + reduce_scatter_s(params * g, dp, bw)
+            k = tm.zero3_gathers_per_layer
+            sharded, replicated = shape.layer_parameters()
+            layer_p = (sharded / tp + replicated) / k
+            ag_l, rs_l = k * coll("all_gather", layer_p * w), k * coll("reduce_scatter", layer_p * g)
+            rest = max(0.0, params - n_layers * k * layer_p)  # embedding, head, final norm: one unit
+            rest_t = (2 * coll("all_gather", rest * w) + coll("reduce_scatter", rest * g)) if rest else 0.0
+            per_mb = n_layers * (2 * ag_l + rs_l) + rest_t
             dp_total = m * per_mb
-            dp_exposed = m * max(0.0, per_mb - compute_mb) if tm.overlap_dp_comm else dp_total
+            if tm.overlap_dp_comm:  # prefetch: layer i+1's traffic under layer i's compute
+                fwd_c = lt.forward_s - lt.forward_tp_s
+                bwd_c = lt.backward_s - lt.backward_tp_s
+                exposed_mb = (ag_l + rest_t + (n_layers - 1) * max(0.0, ag_l - fwd_c)
+                              + n_layers * max(0.0, ag_l + rs_l - bwd_c))
+                dp_exposed = m * exposed_mb
+            else:
+                dp_exposed = dp_total
 
     opt_params = params / (dp if config.zero_stage >= 1 else 1)
     optimizer = opt_params * ADAM_BYTES_PER_PARAM / device.memory_bandwidth_bytes_per_s
+    n_dev = config.devices
+    straggler = jitter(device, tm) * math.sqrt(2.0 * math.log(n_dev)) * m * compute_mb if n_dev > 1 else 0.0
+    framework = step_overhead(device, tm)
 
-    total = m * stage_mb + bubble + dp_exposed + optimizer
+    total = m * stage_mb + bubble + dp_exposed + optimizer + straggler + framework
     peak = device.peak_flops_per_s(config.precision)
     return StepTime(
         total_s=total, compute_s=m * compute_mb, memory_bound_s=m * mem_mb, bubble_s=bubble,
         tp_comm_s=m * tp_mb, pp_comm_s=m * pp_mb, dp_comm_s=dp_exposed, optimizer_s=optimizer,
-        dp_comm_unhidden_s=dp_total, model_flops=scale * analytic.model, hardware_flops=scale * analytic.hardware,
+        straggler_s=straggler, framework_s=framework, dp_comm_unhidden_s=dp_total, model_flops=scale * analytic.model, hardware_flops=scale * analytic.hardware,
         mfu=scale * analytic.model / (total * config.devices * peak),
         tokens_per_s=config.global_batch * s / total, device=device.name,
         provenance=(f"projected for {config.devices} x {device.name} from "
                     f"{'given flops_per_step' if flops_per_step is not None else 'analytic FLOPs'} "
                     f"with efficiency {gemm_efficiency(device, tm):.3g} ("
-                    + ("given" if tm.efficiency is not None else "fused matmul, profilers.calibration") + ")"),
+                    + ("given" if tm.efficiency is not None else _training_source(device)) + ")"),
     )

@@ -347,7 +347,7 @@ CASES = [
      "job.workload must be absent in a 'whatif' job (it prices configs; it does not search); got 'digits'."),
     (edit(WHATIF, "whatif.model", []),
      "job.whatif must be a table with keys among models, devices, serve_seq_len, serve_batch_sizes, serve_dtypes, serve_runtime, "
-     "train_seq_len, global_batch, train_device_counts; got unknown key 'model' (did you mean 'models'?)."),
+     "train_seq_len, global_batch, train_device_counts, train_precision; got unknown key 'model' (did you mean 'models'?)."),
     (edit(WHATIF, "whatif.models", ["llama-3-8b"]),
      "job.whatif.models[0] must be a bundled config name (bert-base-uncased, gpt2, llama-2-70b, llama-2-7b) or an "
      "existing config.json path; got 'llama-3-8b'."),

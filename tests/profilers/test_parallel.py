@@ -37,6 +37,59 @@ def test_collective_costs_hand_arithmetic():
     assert ring_all_reduce_s(1e9, 1, 300e9) == 0.0
 
 
+def test_collective_latency_ring_and_hierarchical_hand_arithmetic():
+    from profilers.parallel.comm import NCCL_LATENCY, collective_s, group_nodes
+
+    # toy size: 1 MB all-reduce over 4 ranks in one node (NVLink 300 GB/s):
+    # 2*(3/4)*1e6/300e9 = 5 us of bandwidth + 8.4 us base + 2*3 hops * 3.4 us = 33.4 us
+    assert collective_s("all_reduce", 1e6, NODE, 4) == pytest.approx(5e-6 + 8.4e-6 + 6 * 3.4e-6)
+    # all-gather of 1 MB over 16 ranks on 2 nodes (8 per node: min(300, 8*25) = 200 GB/s):
+    # (15/16)*1e6/200e9 = 4.6875 us + 8.4 us + 15 steps of which 1 crosses: 14*3.4 + 9.6 = 65.6 us
+    assert group_nodes(NODE, 16) == 2
+    assert collective_s("all_gather", 1e6, NODE, 16) == pytest.approx(4.6875e-6 + 8.4e-6 + 14 * 3.4e-6 + 9.6e-6)
+    # all-reduce over 64 ranks on 8 nodes, 1 GB. Flat ring: 2*(63/64)*1e9/200e9 = 9.84375 ms
+    # + 8.4 + (126-14)*3.4 + 14*9.6 us = 0.5492 ms -> 10.39295 ms.
+    # Hierarchical: intra RS + AG of 1 GB over 8 (2 * ((7/8)*1e9/300e9 + 8.4 us + 7*3.4 us) = 5.89773 ms)
+    # + inter all-reduce of 1e9/8 B over 8 nodes on the 25 GB/s NIC (2*(7/8)*1.25e8/25e9 = 8.75 ms
+    # + 8.4 us + 14*9.6 us) = 14.79... ms: the flat ring is faster here.
+    flat = 2 * 63 / 64 * 1e9 / 200e9 + 8.4e-6 + 112 * 3.4e-6 + 14 * 9.6e-6
+    assert collective_s("all_reduce", 1e9, NODE, 64) == pytest.approx(flat)
+    # small message over many ranks: latency-bound, the hierarchical algorithm wins.
+    # 4 KB over 512 ranks (64 nodes): flat = 2*(511/512)*4096/200e9 + 8.4 + (1022-126)*3.4 + 126*9.6 us;
+    # hierarchical = 2*((7/8)*4096/300e9 + 8.4e-6 + 7*3.4e-6) + 2*(63/64)*512/25e9 + 8.4e-6 + 126*9.6e-6
+    flat = 2 * 511 / 512 * 4096 / 200e9 + 8.4e-6 + 896 * 3.4e-6 + 126 * 9.6e-6
+    hier = 2 * (7 / 8 * 4096 / 300e9 + 8.4e-6 + 7 * 3.4e-6) + 2 * 63 / 64 * 512 / 25e9 + 8.4e-6 + 126 * 9.6e-6
+    assert hier < flat
+    assert collective_s("all_reduce", 4096, NODE, 512) == pytest.approx(hier)
+    assert NCCL_LATENCY.ring_s(0, 0) == 0.0 and collective_s("all_gather", 1e6, NODE, 1) == 0.0
+    with pytest.raises(ConfigError, match="kind"):
+        collective_s("broadcast", 1e6, NODE, 4)
+
+
+def test_zero3_prefetch_exposes_only_the_excess_per_layer():
+    # ZeRO-3 over 16 ranks (2 nodes), no latency, TINY-ish layers: per layer the gather (bytes
+    # (15/16) * 2 B * layer params / 200 GB/s) hides behind the previous layer's forward when it is
+    # shorter; with overlap off all of it is exposed.
+    shp = TransformerShape(layers=4, hidden=1024, heads=16, vocab=1000, seq_len=2048)
+    cfg = ParallelConfig(dp=16, zero_stage=3, micro_batch=1, global_batch=16)
+    off = step_time(shp, cfg, NODE, TimeModel(overlap_dp_comm=False, latency=False, jitter=0.0, step_overhead_s=0.0))
+    on = step_time(shp, cfg, NODE, TimeModel(latency=False, jitter=0.0, step_overhead_s=0.0))
+    layer_p = sum(shp.layer_parameters())
+    ag = 15 / 16 * 2 * layer_p / 200e9
+    rs = 15 / 16 * 2 * layer_p / 200e9  # bf16 gradients reduce-scattered
+    rest = shp.parameters() - 4 * layer_p
+    rest_t = 3 * 15 / 16 * 2 * rest / 200e9
+    assert off.dp_comm_s == pytest.approx(4 * (2 * ag + rs) + rest_t)
+    # compute per layer is far longer than its gather here, so only the first gather and the
+    # embedding/head traffic stay exposed
+    assert on.dp_comm_s == pytest.approx(ag + rest_t)
+    # DeepSpeed-style per-module gathers: the same bytes, more collectives: more latency
+    lat1 = step_time(shp, cfg, NODE, TimeModel(overlap_dp_comm=False, jitter=0.0, step_overhead_s=0.0))
+    lat6 = step_time(shp, cfg, NODE, TimeModel(overlap_dp_comm=False, jitter=0.0, step_overhead_s=0.0,
+                                               zero3_gathers_per_layer=6))
+    assert lat6.dp_comm_s > lat1.dp_comm_s > off.dp_comm_s
+
+
 def test_group_bandwidth_intra_inter_hierarchical():
     assert group_bandwidth(NODE, 8, 1) == 300e9  # one node: NVLink
     assert group_bandwidth(NODE, 4, 8) == 25e9  # one member per node: its NIC
@@ -159,20 +212,23 @@ def test_tensor_parallel_comm_hand_arithmetic():
     shp = TransformerShape(layers=4, hidden=1024, heads=16, vocab=1000, seq_len=1024)
     cfg = ParallelConfig(tp=4, micro_batch=2, global_batch=2)
     st = step_time(shp, cfg, NODE, TimeModel(overlap_tp_comm="none"))
-    # per layer 4 all-reduces of 2*1024*1024 elements * 2 B = 4 MiB: 2*(3/4)*4,194,304 B / 300e9 B/s = 20.97 us
-    one = 2 * 3 / 4 * 4_194_304 / 300e9
+    # per layer 4 all-reduces of 2*1024*1024 elements * 2 B = 4 MiB: 2*(3/4)*4,194,304 B / 300e9 B/s = 20.97 us,
+    # plus NCCL's ring latency inside a node: 8.4 us + 2*(4-1) NVLink hops * 3.4 us = 28.8 us
+    one = 2 * 3 / 4 * 4_194_304 / 300e9 + 28.8e-6
     assert st.tp_comm_s == pytest.approx(4 * 4 * one)
     st_b = step_time(shp, cfg, NODE, TimeModel(overlap_tp_comm="backward"))
     assert st_b.tp_comm_s == pytest.approx(4 * 2 * one)  # the backward two are hidden
     full = step_time(shp, ParallelConfig(tp=4, micro_batch=2, global_batch=2, recompute="full"), NODE,
                      TimeModel(overlap_tp_comm="none"))
     assert full.tp_comm_s == pytest.approx(4 * 6 * one)
+    no_lat = step_time(shp, cfg, NODE, TimeModel(overlap_tp_comm="none", latency=False))
+    assert no_lat.tp_comm_s == pytest.approx(4 * 4 * (one - 28.8e-6))
 
 
 def test_pipeline_bubble_and_data_parallel_comm():
     shp = TransformerShape(layers=8, hidden=512, heads=8, vocab=1000, seq_len=256)
     cfg = ParallelConfig(dp=2, pp=4, global_batch=16, micro_batch=1)  # m = 16 / (1*2) = 8
-    st = step_time(shp, cfg, NODE, TimeModel(overlap_dp_comm=False))
+    st = step_time(shp, cfg, NODE, TimeModel(overlap_dp_comm=False, latency=False, jitter=0.0, step_overhead_s=0.0))
     stage_mb = (st.compute_s + st.tp_comm_s + st.pp_comm_s) / 8
     assert st.bubble_s == pytest.approx((4 - 1) * stage_mb)  # (p-1)/(m*v) of the m micro-batches
     inter = step_time(shp, ParallelConfig(dp=2, pp=4, global_batch=16, interleave=2), NODE)
@@ -183,6 +239,11 @@ def test_pipeline_bubble_and_data_parallel_comm():
     first = layers + 1000 * 512 + 256 * 512  # token + position embedding
     assert st.dp_comm_s == pytest.approx(2 * (1 / 2) * 2 * max(first, last) / 300e9)
     assert st.total_s == pytest.approx(st.compute_s + st.bubble_s + st.tp_comm_s + st.pp_comm_s + st.dp_comm_s + st.optimizer_s)
+    # stragglers and a per-step overhead add to the total: 8 devices, jitter 0.01 ->
+    # 0.01 * sqrt(2 ln 8) = 0.0204 of the compute time; + 0.05 s per step
+    jit = step_time(shp, cfg, NODE, TimeModel(overlap_dp_comm=False, latency=False, jitter=0.01, step_overhead_s=0.05))
+    assert jit.straggler_s == pytest.approx(0.01 * math.sqrt(2 * math.log(8)) * st.compute_s)
+    assert jit.total_s == pytest.approx(st.total_s + jit.straggler_s + 0.05)
 
 
 def test_flops_per_step_input_rescales_compute():

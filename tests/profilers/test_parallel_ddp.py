@@ -45,5 +45,9 @@ def _run() -> None:
     # the communication term is the measured all-reduce: for 2 ranks, S / B = the measured time
     assert st.dp_comm_unhidden_s == pytest.approx(ddp["allreduce_s"], rel=1e-6)
     assert pred["memory"].fits
+    # the framework term is counted ops x measured dispatch cost, and it is in the total
+    assert host["ops_per_step"] > 50 and 0 < host["op_overhead_s"] < 1e-3
+    assert st.framework_s == pytest.approx(host["ops_per_step"] * host["op_overhead_s"])
+    assert st.total_s == pytest.approx(pred["ddp_no_framework"].total_s + st.framework_s)
     assert "DDP 2 ranks" in ddp_measure.render(args, host, ddp, pred)
     assert "gloo" in ddp_measure.render_header(args, host["parameters"])
