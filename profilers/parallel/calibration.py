@@ -13,11 +13,18 @@ What is fitted (everything else is counted from shapes and datasheets):
   (:mod:`profilers.calibration`; log-space prior, sd ``OFFSET_SD``);
 * one **jitter** (coefficient of variation of a device's step time; the straggler term of
   :mod:`.timing`), prior 0 +- ``JITTER_SD``;
-* one **per-step host overhead** in seconds, prior 0 +- ``OVERHEAD_SD_S``.
+* one **per-step host overhead** in seconds, prior 0 +- ``OVERHEAD_SD_S``;
+* a **factor per framework** (Megatron-LM 2021 / 2022, DeepSpeed 2021, llm-foundry, torchtitan)
+  on the device efficiency, shrunk to 1 (log-space sd ``FRAMEWORK_SD``): the software stack's share
+  of a GEMM's speed. A prediction that names no framework (every ``plan()``, and
+  the whole-run rows, whose stack is not among the fitted ones) uses the device efficiency alone:
+  the shrinkage centre, between the stacks. The
+  same kind of factor, keyed ``"fp8"``, scales fp8 training's efficiency (of the fp8 peak).
 
 Least squares on ``log(predicted / published)`` (row sd ``ROW_SD``) with those priors
-(scipy ``least_squares``, bounded). Validation is **leave-one-out**: every throughput row is predicted
-by a fit that did not see it. The GPU-hours rows are a **fixed test split**: never fitted, they are
+(scipy ``least_squares``, bounded). Validation is **10-fold cross-validation**: every throughput row
+is predicted by a fit that did not see it (row i of the file in fold i mod 10; leave-one-out would
+take ~250 fits of ~3 s). The GPU-hours rows are a **fixed test split**: never fitted, they are
 predicted from ``plan()``'s fastest layout at the published GPU count (their layouts are not
 published) with the fit of all throughput rows.
 
@@ -41,29 +48,33 @@ from ..hardware import DeviceSpec
 from .config import ParallelConfig, TransformerShape
 from .flops import megatron_flops
 
-__all__ = ["TrainingRun", "TrainingFit", "load_runs", "training", "fit", "predict_s", "build", "FRAMEWORKS"]
+__all__ = ["TrainingRun", "TrainingFit", "load_runs", "training", "fit", "predict_s", "predict_planned", "build", "FRAMEWORKS"]
 
 DATA_CSV = "training_runs.csv"
 DATA_JSON = "training_calibration.json"
 OFFSET_SD = 0.5
+FRAMEWORK_SD = 0.15
 JITTER_SD = 0.02
 OVERHEAD_SD_S = 0.2
 ROW_SD = 0.1
+FOLDS = 10
 COMMAND = "python -m profilers.parallel.calibration"
 
 #: what each framework overlapped and how it gathers, as its authors describe it (not fitted)
 FRAMEWORKS: dict[str, dict[str, Any]] = {
     # Narayanan et al. 2021: no dp/tp overlap in the 2021 code
-    "megatron-2021": dict(overlap_dp_comm=False, overlap_tp_comm="none"),
+    "megatron-2021": dict(overlap_dp_comm=False, overlap_tp_comm="none", flash_attention=False),
     # Korthikanti et al. 2022 sec. 6.2: backward tp all-reduce overlapped with weight-gradient GEMMs
-    "megatron-2022": dict(overlap_dp_comm=False, overlap_tp_comm="backward"),
+    "megatron-2022": dict(overlap_dp_comm=False, overlap_tp_comm="backward", flash_attention=False),
     # DeepSpeed ZeRO-3 (2021): prefetching gathers per sub-module (6 parameterised modules per GPT block)
-    "deepspeed-2021": dict(overlap_dp_comm=True, overlap_tp_comm="none", zero3_gathers_per_layer=6),
-    # PyTorch FSDP: one gather per wrapped transformer block, prefetched
-    "llm-foundry": dict(overlap_dp_comm=True),
-    "torchtitan": dict(overlap_dp_comm=True),
-    "llama-1": dict(overlap_dp_comm=True),
-    "llama-2": dict(overlap_dp_comm=True),
+    "deepspeed-2021": dict(overlap_dp_comm=True, overlap_tp_comm="none", zero3_gathers_per_layer=6,
+                           flash_attention=False),
+    # PyTorch FSDP: one gather per wrapped transformer block, prefetched; FlashAttention (llm-foundry's
+    # triton/flash attn_impl, torchtitan's SDPA; the LLaMA paper's xformers memory-efficient attention)
+    "llm-foundry": dict(overlap_dp_comm=True, flash_attention=True),
+    "torchtitan": dict(overlap_dp_comm=True, flash_attention=True),
+    "llama-1": dict(overlap_dp_comm=True, flash_attention=True),
+    "llama-2": dict(overlap_dp_comm=True, flash_attention=True),
 }
 
 
@@ -168,16 +179,23 @@ class TrainingFit:
     jitter: float
     step_overhead_s: float
     rows: dict[str, int] = dataclasses.field(default_factory=dict)  # device -> rows fitted
+    #: framework -> multiplier of the device efficiency its published rows show (shrunk to 1)
+    framework_factor: dict[str, float] = dataclasses.field(default_factory=dict)
 
     def ratio(self) -> float:
         """Geometric mean of fitted / prior efficiency over the fitted devices (1 with none)."""
         rs = [math.log(self.efficiency_by_device[d] / self.prior_by_device[d]) for d in self.efficiency_by_device]
         return math.exp(sum(rs) / len(rs)) if rs else 1.0
 
-    def efficiency(self, device: DeviceSpec) -> float:
-        if device.name in self.efficiency_by_device:
-            return self.efficiency_by_device[device.name]
-        return min(0.95, _prior(device) * self.ratio())
+    def efficiency(self, device: DeviceSpec, framework: str | None = None, precision: str | None = None) -> float:
+        """The device's training GEMM efficiency, times ``framework``'s factor when one is named and
+        the fp8 factor for fp8 training (fp8 GEMMs reach a smaller share of their doubled peak)."""
+        e = self.efficiency_by_device.get(device.name) or min(0.95, _prior(device) * self.ratio())
+        if framework:
+            e *= self.framework_factor.get(framework, 1.0)
+        if precision == "fp8":
+            e *= self.framework_factor.get("fp8", 1.0)
+        return min(1.0, e)
 
     def source(self, device: DeviceSpec) -> str:
         if device.name in self.efficiency_by_device:
@@ -218,42 +236,65 @@ def fit(runs: Sequence[TrainingRun], specs: Mapping[str, DeviceSpec] | None = No
     specs = specs or _specs()
     runs = [r for r in runs if r.published_s is not None and r.config is not None]
     devices = sorted({r.device for r in runs})
+    frameworks = sorted({r.framework for r in runs} | ({"fp8"} if any(r.config.precision == "fp8" for r in runs) else set()))
+    nd, nf = len(devices), len(frameworks)
     priors = dict(priors or {d: _prior(specs[d]) for d in devices})
     logp = np.array([math.log(priors[d]) for d in devices])
-    idx = [devices.index(r.device) for r in runs]
+    idx = [(devices.index(r.device), frameworks.index(r.framework),
+            frameworks.index("fp8") if r.config.precision == "fp8" else None) for r in runs]
     pub = np.array([math.log(r.published_s) for r in runs])
 
     def residuals(x: np.ndarray) -> np.ndarray:
-        eff, jit, ovh = np.exp(x[: len(devices)]), x[-2], x[-1]
-        pred = np.array([math.log(predict_s(r, specs[r.device], eff[i], jit, ovh)) for r, i in zip(runs, idx)])
-        return np.concatenate([(pred - pub) / ROW_SD, (x[: len(devices)] - logp) / OFFSET_SD,
+        eff, fw, jit, ovh = np.exp(x[:nd]), np.exp(x[nd:nd + nf]), x[-2], x[-1]
+        pred = np.array([math.log(predict_s(r, specs[r.device], eff[i] * fw[j] * (fw[k] if k is not None else 1.0), jit, ovh))
+                         for r, (i, j, k) in zip(runs, idx)])
+        return np.concatenate([(pred - pub) / ROW_SD, (x[:nd] - logp) / OFFSET_SD, x[nd:nd + nf] / FRAMEWORK_SD,
                                [jit / JITTER_SD, ovh / OVERHEAD_SD_S]])
 
-    x0 = np.concatenate([logp, [0.005, 0.0]])
-    lo = np.concatenate([np.full(len(devices), math.log(0.05)), [0.0, 0.0]])
-    hi = np.concatenate([np.zeros(len(devices)), [0.2, 5.0]])
+    x0 = np.concatenate([logp, np.zeros(nf), [0.005, 0.0]])
+    lo = np.concatenate([np.full(nd, math.log(0.05)), np.full(nf, -1.0), [0.0, 0.0]])
+    hi = np.concatenate([np.zeros(nd), np.full(nf, 1.0), [0.2, 5.0]])
     sol = least_squares(residuals, np.clip(x0, lo, hi), bounds=(lo, hi), diff_step=1e-3, x_scale="jac")
-    eff = {d: float(math.exp(v)) for d, v in zip(devices, sol.x[: len(devices)])}
-    return TrainingFit(efficiency_by_device=eff, prior_by_device={d: float(priors[d]) for d in devices},
+    return TrainingFit(efficiency_by_device={d: float(math.exp(v)) for d, v in zip(devices, sol.x[:nd])},
+                       prior_by_device={d: float(priors[d]) for d in devices},
                        jitter=float(sol.x[-2]), step_overhead_s=float(sol.x[-1]),
-                       rows={d: sum(1 for r in runs if r.device == d) for d in devices})
+                       rows={d: sum(1 for r in runs if r.device == d) for d in devices},
+                       framework_factor={f: float(math.exp(v)) for f, v in zip(frameworks, sol.x[nd:nd + nf])})
 
 
-def gpu_hours(run: TrainingRun, f: TrainingFit, spec: DeviceSpec) -> tuple[float, ParallelConfig] | None:
-    """Predicted GPU-hours of a whole-run row: ``plan()``'s fastest layout at the published GPU count
-    and global batch, train_tokens / tokens per second x GPUs."""
+def planned(run: TrainingRun, f: TrainingFit, spec: DeviceSpec):
+    """``plan()``'s fastest layout for a row whose layout is not published, at its GPU count and a
+    4M-token global batch (both Llama papers), with the fit's figures; None when nothing fits."""
     from .planner import plan
     from .timing import TimeModel
 
-    if not run.gpus or not run.train_tokens:
-        return None
-    tm = TimeModel(efficiency=f.efficiency(spec), jitter=f.jitter, step_overhead_s=f.step_overhead_s,
+    tm = TimeModel(efficiency=f.efficiency(spec, run.framework), jitter=f.jitter, step_overhead_s=f.step_overhead_s,
                    **FRAMEWORKS.get(run.framework, {}))
-    res = plan(run.shape, spec, run.gpus, _global_batch(run), time_model=tm, recompute=("selective", "full"))
-    if res.status != "ok":
+    res = plan(run.shape, spec, _gpus(run), _global_batch(run), time_model=tm, recompute=("selective", "full"))
+    return res.fastest if res.status == "ok" else None
+
+
+#: GPUs of a whole-run row that does not state them: the 2048 A100-80GB of the LLaMA paper (sec. 2.4),
+#: the same company's cluster a few months earlier (Llama 2 states GPU-hours, not the count)
+DEFAULT_GPUS = 2048
+
+
+def _gpus(run: TrainingRun) -> int:
+    return run.gpus or DEFAULT_GPUS
+
+
+def predict_planned(run: TrainingRun, f: TrainingFit, spec: DeviceSpec) -> tuple[float, ParallelConfig] | None:
+    """(predicted value in the row's own metric, the layout) for a row without a published layout:
+    ideal GPU-hours = train_tokens / tokens per second x GPUs / 3600 (the paid hours divide this by
+    the goodput, which cost_models prices: ``benchmarks/training_fidelity.py`` reports both), or
+    tokens/s per GPU."""
+    c = planned(run, f, spec)
+    if c is None:
         return None
-    st = res.fastest.time
-    return run.train_tokens / st.tokens_per_s * run.gpus / 3600.0, res.fastest.config
+    tps = c.time.tokens_per_s
+    if run.metric == "gpu_hours":
+        return run.train_tokens / tps * _gpus(run) / 3600.0, c.config
+    return tps / _gpus(run), c.config
 
 
 def _global_batch(run: TrainingRun) -> int:
@@ -263,25 +304,35 @@ def _global_batch(run: TrainingRun) -> int:
 
 def validate(runs: Sequence[TrainingRun], specs: Mapping[str, DeviceSpec], full: TrainingFit,
              progress: Callable[[], Any] | None = None) -> list[dict]:
-    """Held-out prediction of every row: leave-one-out for throughput rows, the full fit for the
-    GPU-hours rows (never fitted)."""
+    """Held-out prediction of every row: ``FOLDS``-fold cross-validation for the throughput rows
+    (row ``i`` of the file is in fold ``i mod FOLDS``; each fold is predicted by a fit of the others),
+    the full fit for the GPU-hours rows (never fitted)."""
     fitted = [r for r in runs if r.published_s is not None and r.config is not None]
+    fold_fit = {}
+    for k in range(FOLDS):
+        fold_fit[k] = fit([x for i, x in enumerate(fitted) if i % FOLDS != k], specs, full.prior_by_device)
+        if progress:
+            progress()
     out = []
     for r in runs:
         spec = specs[r.device]
         if r in fitted:
-            f = fit([x for x in fitted if x is not r], specs, full.prior_by_device)
-            pred = predict_s(r, spec, f.efficiency(spec), f.jitter, f.step_overhead_s)
-            out.append({"id": r.id, "category": r.category, "published": r.published_s, "predicted": pred,
-                        "unit": "s/step", "error": pred / r.published_s - 1, "held_out": "leave-one-out"})
-        elif r.metric == "gpu_hours":
-            g = gpu_hours(r, full, spec)
-            out.append({"id": r.id, "category": r.category, "published": r.value, "predicted": g[0] if g else None,
-                        "unit": "GPU-hours", "error": (g[0] / r.value - 1) if g else None,
+            k = fitted.index(r) % FOLDS
+            f = fold_fit[k]
+            pred = predict_s(r, spec, f.efficiency(spec, r.framework, r.config.precision), f.jitter, f.step_overhead_s)
+            out.append({"id": r.id, "category": r.category, "device": r.device, "framework": r.framework,
+                        "published": r.published_s, "predicted": pred, "unit": "s/step",
+                        "error": pred / r.published_s - 1, "held_out": f"{FOLDS}-fold (fold {k})",
+                        "layout": _layout(r.config) + (f" ({r.layout_note})" if r.layout_note else "")})
+        else:
+            g = predict_planned(r, full, spec)
+            out.append({"id": r.id, "category": r.category, "device": r.device, "framework": r.framework,
+                        "published": r.value, "predicted": g[0] if g else None, "gpus": _gpus(r),
+                        "parameters": r.shape.parameters(),
+                        "unit": "GPU-hours" if r.metric == "gpu_hours" else "tokens/s/GPU",
+                        "error": (g[0] / r.value - 1) if g else None,
                         "held_out": "test split (never fitted)",
                         "layout": _layout(g[1]) if g else "no layout fits"})
-        if progress:
-            progress()
     return out
 
 
@@ -297,7 +348,8 @@ def training(path: str | None = None) -> TrainingFit:
     src = Path(path) if path else Path(str(resources.files("profilers").joinpath("data", DATA_JSON)))
     try:
         d = json.loads(src.read_text())["fit"]
-        return TrainingFit(d["efficiency_by_device"], d["prior_by_device"], d["jitter"], d["step_overhead_s"], d["rows"])
+        return TrainingFit(d["efficiency_by_device"], d["prior_by_device"], d["jitter"], d["step_overhead_s"], d["rows"],
+                           d.get("framework_factor", {}))
     except FileNotFoundError:
         return TrainingFit({}, {}, 0.0, 0.0)
     except (OSError, ValueError, KeyError) as e:
@@ -314,7 +366,7 @@ def build(out: str | Path | None = None) -> dict:
     specs = _specs()
     runs = load_runs()
     full = fit(runs, specs)
-    bar = tqdm(total=len(runs), desc="training calibration: held-out", leave=False)
+    bar = tqdm(total=FOLDS, desc="training calibration: cross-validation folds", leave=False)
     rows = validate(runs, specs, full, progress=lambda: bar.update())
     bar.close()
     d = {"fit": dataclasses.asdict(full), "validation": rows,

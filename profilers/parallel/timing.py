@@ -79,6 +79,9 @@ class TimeModel:
       Korthikanti et al. 2022 sec. 6) or ``"all"`` (comm/GEMM overlap as in Transformer Engine).
     * ``overlap_pp_comm``: pipeline sends hide behind compute (default off).
     * ``scatter_gather``: Narayanan et al.'s scatter/gather for cross-node pipeline sends (default on).
+    * ``flash_attention``: the attention core runs as one fused kernel (FlashAttention, SDPA): its
+      s x s scores never reach HBM, so they add no memory-bound traffic (default on, as today's
+      stacks run; off for Megatron-LM 2021-22, whose traffic Korthikanti et al.'s table counts).
     * ``latency``: every collective pays NCCL's latency (:data:`.comm.NCCL_LATENCY`; default on).
     * ``zero3_gathers_per_layer``: collectives per layer and pass under ZeRO-3: 1 for FSDP wrapping
       each transformer block (default), more when every sub-module gathers its own weights
@@ -92,6 +95,7 @@ class TimeModel:
     overlap_tp_comm: str = "backward"
     overlap_pp_comm: bool = False
     scatter_gather: bool = True
+    flash_attention: bool = True
     latency: bool = True
     zero3_gathers_per_layer: int = 1
     jitter: float | None = None
@@ -110,7 +114,7 @@ class TimeModel:
             v = getattr(self, f)
             if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < math.inf):
                 raise invalid("TimeModel", f, "a number >= 0 or None (calibrated)", v)
-        for f in ("overlap_dp_comm", "overlap_pp_comm", "scatter_gather", "latency"):
+        for f in ("overlap_dp_comm", "overlap_pp_comm", "scatter_gather", "latency", "flash_attention"):
             if not isinstance(getattr(self, f), bool):
                 raise invalid("TimeModel", f, "True or False", getattr(self, f))
 
@@ -133,14 +137,15 @@ class LayerTime:
         return self.forward_s + self.backward_s
 
 
-def gemm_efficiency(device: DeviceSpec, tm: TimeModel) -> float:
+def gemm_efficiency(device: DeviceSpec, tm: TimeModel, precision: str | None = None) -> float:
     """``tm.efficiency``, or the device's training GEMM efficiency from the training calibration
-    (which falls back to the fused-runtime matmul efficiency of :mod:`profilers.calibration`)."""
+    (which falls back to the fused-runtime matmul efficiency of :mod:`profilers.calibration`; fp8
+    training gets the calibration's fp8 factor)."""
     if tm.efficiency is not None:
         return tm.efficiency
     from .calibration import training
 
-    return training().efficiency(device)
+    return training().efficiency(device, precision=precision)
 
 
 def _calibrated(device: DeviceSpec, given: float | None, name: str) -> float:
@@ -175,7 +180,7 @@ def _latency(tm: TimeModel):
 
 
 def _rate(config: ParallelConfig, device: DeviceSpec, tm: TimeModel) -> float:
-    return device.peak_flops_per_s(config.precision) * gemm_efficiency(device, tm)
+    return device.peak_flops_per_s(config.precision) * gemm_efficiency(device, tm, config.precision)
 
 
 def layer_time(
@@ -192,9 +197,12 @@ def layer_time(
     extra = {"none": 0.0, "selective": fl.attention_core, "full": fl.total}[config.recompute]
     gemm_b = flops_scale * (2.0 * fl.total + extra) / tp / rate
     hbm = device.memory_bandwidth_bytes_per_s
-    stored = activation_bytes_per_layer(shape, b, tp, config.sequence_parallel, "none", e)
+    # FlashAttention never writes the attention scores to HBM: the layer's traffic is the selective
+    # set (no s^2 terms), and recomputing the core is inside its kernel
+    stored = activation_bytes_per_layer(shape, b, tp, config.sequence_parallel,
+                                        "selective" if tm.flash_attention else "none", e)
     kept = activation_bytes_per_layer(shape, b, tp, config.sequence_parallel, config.recompute, e)
-    recomputed = 0.0 if config.recompute == "none" else (stored if config.recompute == "full" else stored - kept)
+    recomputed = 0.0 if config.recompute == "none" else (stored if config.recompute == "full" else max(0.0, stored - kept))
     mem_f = 2.0 * stored / hbm
     mem_b = (2.0 * stored + 2.0 * recomputed) / hbm
     ar = collective_s("all_reduce", tokens * shape.hidden * e, device, tp, 1, _latency(tm)) if tp > 1 else 0.0
@@ -327,6 +335,6 @@ def step_time(
         tokens_per_s=config.global_batch * s / total, device=device.name,
         provenance=(f"projected for {config.devices} x {device.name} from "
                     f"{'given flops_per_step' if flops_per_step is not None else 'analytic FLOPs'} "
-                    f"with efficiency {gemm_efficiency(device, tm):.3g} ("
+                    f"with efficiency {gemm_efficiency(device, tm, config.precision):.3g} ("
                     + ("given" if tm.efficiency is not None else _training_source(device)) + ")"),
     )

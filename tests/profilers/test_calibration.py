@@ -176,7 +176,12 @@ def test_lookup_names_its_rows_and_falls_back_to_the_generation():
 def test_parallel_model_reads_the_calibration():
     from profilers.parallel.timing import TimeModel, gemm_efficiency
 
+    from profilers.parallel.calibration import training
+
+    # the training calibration's fit (its prior: the inference calibration's fused matmul efficiency)
     e = gemm_efficiency(hardware.get("A100-80GB"), TimeModel())
-    assert e == pytest.approx(cal.load().lookup(hardware.get("A100-80GB"), "fused").efficiency["matmul"])
+    assert e == pytest.approx(training().efficiency_by_device["A100-80GB"])
+    assert training().prior_by_device["A100-80GB"] == pytest.approx(
+        cal.load().lookup(hardware.get("A100-80GB"), "fused").efficiency["matmul"])
     assert gemm_efficiency(hardware.get("A100-80GB"), TimeModel(efficiency=0.4)) == 0.4
     assert math.isfinite(e) and 0 < e <= 1

@@ -196,16 +196,24 @@ def test_fits_verdict_against_device():
 # ---- time ----------------------------------------------------------------------------------
 def test_single_device_time_is_flops_over_rate_plus_memory_bound():
     cfg = ParallelConfig(global_batch=4, micro_batch=4)
-    tm = TimeModel(efficiency=0.5)
+    tm = TimeModel(efficiency=0.5, step_overhead_s=0.0)
     st = step_time(TINY, cfg, NODE, tm)
     gemm = training_flops(TINY, 4).hardware / (100e12 * 0.5)  # FLOPs / (100 TFLOP/s * 0.5)
     assert st.compute_s - st.memory_bound_s == pytest.approx(gemm)
-    # memory-bound: 4 passes over the stored activations per layer / 2 TB/s
-    assert st.memory_bound_s == pytest.approx(2 * 4 * activation_bytes_per_layer(TINY, 4) / 2000e9)
+    # memory-bound: 4 passes over the stored activations per layer / 2 TB/s; with FlashAttention
+    # (the default) the s x s scores are not among them: the selective set
+    assert st.memory_bound_s == pytest.approx(2 * 4 * activation_bytes_per_layer(TINY, 4, recompute="selective") / 2000e9)
+    eager = step_time(TINY, cfg, NODE, TimeModel(efficiency=0.5, flash_attention=False))
+    assert eager.memory_bound_s == pytest.approx(2 * 4 * activation_bytes_per_layer(TINY, 4) / 2000e9)
     # Adam: 28 B/param / 2 TB/s
     assert st.optimizer_s == pytest.approx(TINY.parameters() * 28 / 2000e9)
     assert st.total_s == pytest.approx(st.compute_s + st.optimizer_s)
-    assert st.bubble_s == st.tp_comm_s == st.pp_comm_s == st.dp_comm_s == 0
+    assert st.bubble_s == st.tp_comm_s == st.pp_comm_s == st.dp_comm_s == st.straggler_s == 0
+    # left at None, the per-step overhead is the training calibration's (a GPU-like device)
+    from profilers.parallel.calibration import training
+
+    cal = step_time(TINY, cfg, NODE, TimeModel(efficiency=0.5))
+    assert cal.framework_s == pytest.approx(training().step_overhead_s) and cal.total_s == pytest.approx(st.total_s + cal.framework_s)
 
 
 def test_tensor_parallel_comm_hand_arithmetic():
