@@ -5,15 +5,15 @@ counts (the cheapest layout that fits), turns its step time into the scenario's 
 prices them twice, rented and owned: GPU-hours (ideal and paid, through the scenario's goodput),
 wall-clock days, energy, dollars. The what-if's training table and ``sigmastar plan`` both read it.
 
-    >>> from profilers import hardware                                   # doctest: +SKIP
-    >>> from profilers.parallel import TransformerShape
-    >>> from cost_models import Scenario, PriceBook
-    >>> from cost_models.scenario import TrainingPlan
-    >>> shape = TransformerShape(layers=32, hidden=4096, heads=32, ffn_hidden=11008, vocab=32000,
-    ...                          seq_len=4096, layout="llama", tied_embeddings=False, name="llama-2-7b")
-    >>> sc = Scenario(training=TrainingPlan(samples_per_epoch=2e12, unit="tokens", tokens_per_sample=4096))
-    >>> row = price_training(shape, hardware.get("H100-SXM"), [256, 512], 1024, sc, PriceBook.load())
-    >>> row["gpu_hours_paid"], row["usd_rented"], row["usd_owned"]
+    from profilers import hardware
+    from profilers.parallel import TransformerShape
+    from cost_models import PriceBook, Scenario
+    from cost_models.scenario import TrainingPlan
+    shape = TransformerShape(layers=32, hidden=4096, heads=32, ffn_hidden=11008, vocab=32000,
+                             seq_len=4096, layout="llama", tied_embeddings=False, name="llama-2-7b")
+    sc = Scenario(training=TrainingPlan(samples_per_epoch=2e12, unit="tokens", tokens_per_sample=4096))
+    row = price_training(shape, hardware.get("H100-SXM"), [256, 512], 1024, sc, PriceBook.default())
+    row["gpu_hours_paid"], row["usd_rented"], row["usd_owned"]
 """
 
 from __future__ import annotations
