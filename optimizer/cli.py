@@ -162,10 +162,73 @@ def _summary(result, files: dict) -> list[str]:
     return lines
 
 
-def _run_with_progress(run_search: Any, job: Any, out: Path, args: argparse.Namespace, prog: Any, **kw: Any) -> Any:
-    """``run_search`` with every callback of the progress line wired in (search and worker share it)."""
-    return run_search(job, out, storage=args.storage, progress=prog.on_progress, log=prog.on_log,
-                      on_evaluation=prog.on_evaluation, **kw)
+class _Stop:
+    """Ctrl-C (SIGINT) and SIGTERM during a search: both stop it the same way, keeping finished work.
+
+    The handler records the signal and raises :class:`KeyboardInterrupt`. An interrupt can be
+    swallowed on its way up (raised inside a finalizer or a library callback that reports and
+    drops exceptions), so every progress callback checks the record too and raises again: the
+    search stops at its next evaluation or pricing at the latest, never finishes as if nothing
+    happened. Exit status 130 for SIGINT, 143 for SIGTERM (128 + the signal number).
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._old: dict[int, Any] = {}
+
+    def __enter__(self) -> "_Stop":
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._old[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        for sig, old in self._old.items():
+            signal.signal(sig, old)
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        first = self.signum is None
+        self.signum = signum
+        if first:
+            raise KeyboardInterrupt
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise KeyboardInterrupt
+
+    def wrap(self, fn: Any) -> Any:
+        def checked(*a: Any, **k: Any) -> Any:
+            self.check()
+            out = fn(*a, **k)
+            self.check()
+            return out
+
+        return checked
+
+    @property
+    def name(self) -> str:
+        import signal
+
+        return "SIGTERM" if self.signum == signal.SIGTERM else "Ctrl-C"
+
+    @property
+    def code(self) -> int:
+        return 128 + (self.signum or 2)
+
+
+def _run_with_progress(run_search: Any, job: Any, out: Path, args: argparse.Namespace, prog: Any, stop: _Stop,
+                       **kw: Any) -> Any:
+    """``run_search`` with every callback of the progress line wired in (search and worker share it),
+    each one a checkpoint for ``stop``; a stop recorded when the search returns counts as an interrupt."""
+    run = run_search(job, out, storage=args.storage, progress=stop.wrap(prog.on_progress),
+                     log=stop.wrap(prog.on_log), on_evaluation=stop.wrap(prog.on_evaluation), **kw)
+    stop.check()
+    return run
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
@@ -189,8 +252,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
         _err(note)
     prog = _progress(job, args)
     prog.show()
+    stop = _Stop()
     try:
-        run = _run_with_progress(run_search, job, out, args, prog)
+        with stop:
+            run = _run_with_progress(run_search, job, out, args, prog, stop)
     except KeyboardInterrupt:
         prog.close()
         n = finished_evaluations(out)
@@ -199,11 +264,11 @@ def _cmd_search(args: argparse.Namespace) -> int:
         again = shlex.join(["sigmastar", "search"] + ([args.job] if args.job else [])
                            + (["--output", args.output] if args.output else [])
                            + (["--storage", args.storage] if args.storage else []))
-        _err(f"sigmastar search: interrupted. {n} finished quality evaluation{'s are' if n != 1 else ' is'} saved "
+        _err(f"sigmastar search: interrupted ({stop.name}). {n} finished quality evaluation{'s are' if n != 1 else ' is'} saved "
              f"in {out / 'evaluations.jsonl'}" + (" (and the finished trials in the Optuna storage)"
                                                   if job.method in _takes("storage") else "")
              + f"; run the same command to resume: {again}")
-        return 130
+        return stop.code
     prog.close()
     if run.resumed:
         _err(f"resumed: reused {run.evaluations_before} finished evaluations, ran "
@@ -234,13 +299,15 @@ def _cmd_worker(args: argparse.Namespace) -> int:
         _err(note)
     prog = _progress(job, args)
     before = finished_evaluations(out)
+    stop = _Stop()
     try:
-        run = _run_with_progress(run_search, job, out, args, prog, analyze=False)
+        with stop:
+            run = _run_with_progress(run_search, job, out, args, prog, stop, analyze=False)
     except KeyboardInterrupt:
         prog.close()
-        _err(f"sigmastar worker: interrupted; finished trials are in the study and "
+        _err(f"sigmastar worker: interrupted ({stop.name}); finished trials are in the study and "
              f"{finished_evaluations(out) - before} new evaluations in {out / 'evaluations.jsonl'}")
-        return 130
+        return stop.code
     prog.close()
     res = run.result
     print(f"worker done: {run.evaluations_after - before} new quality evaluations here; this worker's best: "
@@ -389,10 +456,10 @@ def build_parser() -> argparse.ArgumentParser:
     se = sub.add_parser("search", help="run a search job (default: the bundled digits job)",
                         description="Run a search job: build the workload, search the space for the cheapest "
                         "strategy at the quality target, and write results.json, trials.csv, report.md and plots "
-                        "to the output folder. Ctrl-C stops it and keeps every finished evaluation; the same "
+                        "to the output folder. Ctrl-C (or SIGTERM) stops it and keeps every finished evaluation; the same "
                         "command resumes. Without JOB, runs the bundled digits job (examples/digits.toml). Exit status: 0 "
                         "a strategy was found, 1 none meets the constraints (the report says why), 2 bad input, "
-                        "130 interrupted. " + _methods_help())
+                        "130 interrupted by Ctrl-C, 143 stopped by SIGTERM. " + _methods_help())
     se.add_argument("job", nargs="?", help="job file (TOML); see examples/*.toml")
     se.add_argument("--output", help="output folder (default: the job's `output`, else runs/<name>)")
     se.add_argument("--storage", help="Optuna storage URL or journal path (overrides job.search.storage)")

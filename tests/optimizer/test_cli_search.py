@@ -455,8 +455,8 @@ def test_sigint_stops_the_command_cleanly_and_the_same_command_resumes(tmp_path,
         if "quality evaluated 1" in line or time.monotonic() > deadline:
             proc.send_signal(signal.SIGINT)
             break
-    rest, _ = proc.communicate(timeout=120)
-    err = "".join(lines) + (proc.stderr.read() if proc.stderr and not proc.stderr.closed else "")
+    _, rest = proc.communicate(timeout=120)
+    err = "".join(lines) + (rest or "")
     assert proc.returncode == 130, err
     done = len(evaluations(out))
     assert 1 <= done < 4
@@ -464,3 +464,31 @@ def test_sigint_stops_the_command_cleanly_and_the_same_command_resumes(tmp_path,
     assert f"resuming in {out}: {done} quality evaluation" in capsys.readouterr().err
     rows = evaluations(out)
     assert len(rows) == 4 and len({r["content"] for r in rows}) == 4
+
+
+def test_sigterm_is_a_stop_like_ctrl_c_even_when_the_interrupt_is_swallowed(tmp_path, monkeypatch, capsys):
+    """SIGTERM stops a search as Ctrl-C does (message, resume command, exit 143 = 128 + 15); an
+    interrupt swallowed on its way up (as a finalizer or a library callback may do) still stops the
+    search at the next progress checkpoint instead of letting it finish with 0."""
+    import optimizer.jobs as jobs
+
+    calls = []
+
+    def fake_run_search(job, out, *, progress, log, on_evaluation, **kw):
+        try:
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(1)  # the handler raises here
+        except KeyboardInterrupt:
+            calls.append("swallowed")  # dropped, as "Exception ignored in ..." would
+        on_evaluation("variant", 0.9, 1.0, None)  # the next checkpoint raises again
+        calls.append("went on")  # never reached
+        raise AssertionError("the search went on after SIGTERM")
+
+    monkeypatch.setattr(jobs, "run_search", fake_run_search)
+    out = tmp_path / "out"
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["search", str(job_file(tmp_path)), "--output", str(out), "--quiet"]) == 143
+    assert calls == ["swallowed"]
+    err = capsys.readouterr().err
+    assert "interrupted (SIGTERM)" in err and "run the same command to resume" in err
+    assert signal.getsignal(signal.SIGTERM) is before  # the handler is restored afterwards
