@@ -158,7 +158,7 @@ def test_an_interrupted_search_resumes_and_loses_nothing(clean, tmp_path, monkey
     monkeypatch.setattr(SearchProgress, "on_evaluation", interrupt_after_two)
     assert main(["search", str(job), "--output", str(out)]) == 130
     err = capsys.readouterr().err
-    assert f"sigmastar search: interrupted. 2 finished quality evaluations are saved in {out / 'evaluations.jsonl'}" in err
+    assert f"sigmastar search: interrupted (Ctrl-C). 2 finished quality evaluations are saved in {out / 'evaluations.jsonl'}" in err
     assert f"run the same command to resume: sigmastar search {job} --output {out}" in err
     assert len(evaluations(out)) == 2 and not (out / "results.json").exists()
 
