@@ -26,8 +26,9 @@ FIELDS = ("device", "dtype", "batch_size", "latency_s", "train_step_s", "peak_me
           "train_peak_memory_bytes", "parameter_bytes", "provenance")
 #: read when present: the projected times' error bands (low, high), from the calibration
 BAND_FIELDS = ("latency_band_s", "train_step_band_s")
-#: read when present: devices one serving replica occupies (a tensor-/pipeline-parallel LLM deployment)
-OPTIONAL_FIELDS = (*BAND_FIELDS, "devices_per_replica")
+#: read when present: devices one serving replica occupies (a tensor-/pipeline-parallel LLM deployment),
+#: and the training device count a parallel step time was planned for
+OPTIONAL_FIELDS = (*BAND_FIELDS, "devices_per_replica", "train_devices")
 
 
 _OPTIONAL = ("train_step_s", "train_peak_memory_bytes")
@@ -62,11 +63,19 @@ class ModelFigures:
     #: devices one serving replica occupies (tp x pp of an LLM deployment); ``peak_memory_bytes`` is
     #: then per device, and ``batch_size / latency_s`` the replica's throughput
     devices_per_replica: int = 1
+    #: None: ``train_step_s`` is one device's step, and a multi-device run pays the scenario's flat
+    #: ``scaling_efficiency``. An integer n: ``train_step_s`` is the step of ``batch_size`` samples
+    #: per device on n devices laid out by :func:`profilers.parallel.plan` (collectives, bubbles,
+    #: jitter and framework overhead included), so no flat efficiency is applied and the scenario
+    #: must train on n devices
+    train_devices: int | None = None
 
     def __post_init__(self) -> None:
         o = "ModelFigures"
         if not _is_int(self.devices_per_replica) or self.devices_per_replica < 1:
             raise invalid(o, "devices_per_replica", "an integer >= 1", self.devices_per_replica)
+        if self.train_devices is not None and (not _is_int(self.train_devices) or self.train_devices < 1):
+            raise invalid(o, "train_devices", "None or an integer >= 1", self.train_devices)
         for f in BAND_FIELDS:
             v = getattr(self, f)
             if v is not None:
@@ -121,6 +130,7 @@ def figures_from(obj: Any) -> ModelFigures:
     for name in BAND_FIELDS:
         values[name] = get(name, None)
     values["devices_per_replica"] = get("devices_per_replica", 1)
+    values["train_devices"] = get("train_devices", None)
     return ModelFigures(**values)
 
 

@@ -8,7 +8,9 @@ Serving: replicas = ceil(peak_rps x samples_per_request / (batch_size / latency_
 for the horizon, each on ``devices_per_replica`` devices (1, or tp x pp of an LLM deployment);
 feasible only if latency_s <= SLO and the inference peak fits in one device.
 Training (per run): device-hours = samples x epochs / batch_size x train_step_s / efficiency /
-3600, where efficiency is the scenario's scaling efficiency when devices > 1, else 1.
+3600, where efficiency is the scenario's flat scaling efficiency when devices > 1, else 1; and 1
+when the training figures are a planned parallel step (``ModelFigures.train_devices``: the scale
+losses are in ``train_step_s`` already, per device batch_size, on exactly that many devices).
 Gradient exchange (data parallel across nodes): per global step the node leaders all-reduce
 the gradients, 2 x (nodes - 1) x parameter_bytes crossing node boundaries.
 """
@@ -115,6 +117,11 @@ def compute_usage(figures: ModelFigures, scenario: Scenario, train_figures: Mode
     # ---- training -----------------------------------------------------------------------------
     blocks = []
     efficiency = t.scaling_efficiency if t.devices > 1 else 1.0
+    if tf.train_devices is not None:  # a planned parallel step: its scale losses are in train_step_s
+        if tf.train_devices != t.devices:
+            raise invalid("TrainingPlan", "devices", f"{tf.train_devices} (the device count the training figures "
+                          f"were planned for: {tf.provenance})", t.devices)
+        efficiency = 1.0
     plan = [("base", t.samples_per_epoch_in_samples, t.epochs)]
     for tech in scenario.techniques:
         ep = scenario.technique_epochs(tech)

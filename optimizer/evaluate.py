@@ -36,6 +36,7 @@ class Deployment:
     batch_size: int | None = None
     breakdown: Any = None  # cost_models.CostBreakdown of the cheapest
     projection: Any = None
+    train_figures: Any = None  # what priced the cheapest's training (a projection, or planned parallel figures)
     options: list[tuple[str, int, float, str]] = field(default_factory=list)  # device, batch, usd, status/message
     profile: Any = None
     error: str = ""
@@ -70,6 +71,7 @@ class Evaluator:
         self.quality_calls = 0  # evaluations actually run in this process (not from the cache file)
         self.quality_seconds: dict[float, list[float]] = {}  # fidelity -> wall time of each of them
         self._base_train: dict[str, Any] = {}
+        self._planned: dict[tuple, tuple[Any, str]] = {}
         self._journal = self.output_dir / "evaluations.jsonl" if self.output_dir else None
         if self._journal is not None:
             self.output_dir.mkdir(parents=True, exist_ok=True)
@@ -97,8 +99,51 @@ class Evaluator:
         return not any(t.post_training for t in self.space.techniques(v))
 
     def training_projection(self, v: Variant, dep: "Deployment") -> Any:
-        """The figures that price ``v``'s training on ``dep``'s device (see :meth:`trains_deployed`)."""
+        """The figures that priced ``v``'s training on ``dep``'s device (see :meth:`trains_deployed`
+        and :meth:`_parallel_training`)."""
+        if dep.train_figures is not None:
+            return dep.train_figures
         return dep.projection if self.trains_deployed(v) else self._base_train_projection(dep.device)
+
+    def _shape(self, model: Any) -> Any:
+        """The decoder-transformer shape of ``model`` (a transformers GPT-2 / Llama / Mistral model,
+        at the workload's sequence length), or None when the parallel model cannot describe it."""
+        from profilers.config import ConfigError
+        from profilers.parallel import TransformerShape
+
+        cfg = getattr(model, "config", None)
+        if cfg is None or getattr(cfg, "model_type", None) not in ("gpt2", "llama", "mistral"):
+            return None
+        x = self.workload.inputs(1)
+        x = next(iter(x.values())) if isinstance(x, dict) else x[0] if isinstance(x, (tuple, list)) else x
+        seq = int(x.shape[-1]) if getattr(x, "ndim", 0) == 2 and not x.dtype.is_floating_point else None
+        try:
+            return TransformerShape.from_hf_config(cfg, seq_len=seq, name=self.workload.name)
+        except (ConfigError, TypeError, ValueError) as e:
+            self.log(f"training priced per device (flat scaling efficiency): {type(e).__name__}: {e}")
+            return None
+
+    def _parallel_training(self, model: Any, spec: Any, batch: int) -> tuple[Any, str]:
+        """``(figures, why_not)`` for a scenario that trains on several GPUs: the cheapest layout of the
+        trained model from :func:`profilers.parallel.plan` (optimizer.training_price.planned_figures) at a
+        global batch of ``batch`` x devices, instead of one device's step and the flat scaling
+        efficiency. ``(None, "")`` where it does not apply (one device, a CPU, a model that is not a
+        decoder transformer); ``(None, reason)`` when no layout fits."""
+        devices = self.cost_model.scenario.training.devices
+        if devices <= 1 or spec.kind == "cpu":
+            return None, ""
+        shape = self._shape(model)
+        if shape is None:
+            return None, ""
+        key = (shape, spec.name, batch)
+        if key not in self._planned:
+            from .training_price import planned_figures
+
+            precision = "bf16" if spec.supports("bf16") else "fp16"
+            fig, res = planned_figures(shape, spec, [devices], batch * devices, precision=precision)
+            self._planned[key] = (fig, "" if fig is not None else
+                                  f"training on {devices} x {spec.name}: {res.message}")
+        return self._planned[key]
 
     def _base_train_projection(self, device: str) -> Any:
         """Training figures: the techniques train the full-precision model (fine-tuning happens
@@ -174,7 +219,12 @@ class Evaluator:
                         proj = project(pb, spec, efficiency=eff, efficiency_source=src)
                     else:
                         proj = project(pb, spec, runtime=self.runtime)
-                    tfig = proj if train else self._base_train_projection(d)
+                    tfig, why = self._parallel_training(model if train else self.base, spec, b)
+                    if why:
+                        dep.options.append((spec.name, b, math.inf, why))
+                        continue
+                    if tfig is None:
+                        tfig = proj if train else self._base_train_projection(d)
                     br = cm.estimate(proj, train_figures=tfig, model_name=f"{self.workload.name} [{v.label}]")
                     usd = br.total_usd if br.status == "ok" else math.inf
                     dep.options.append((proj.device, b, usd, br.status if br.status == "ok" else br.message))
@@ -182,7 +232,7 @@ class Evaluator:
                         dep.per_device[proj.device] = (b, br, proj, usd)
                     if usd < dep.cost_usd:
                         dep.cost_usd, dep.device, dep.batch_size = usd, proj.device, b
-                        dep.breakdown, dep.projection = br, proj
+                        dep.breakdown, dep.projection, dep.train_figures = br, proj, tfig
             if self.pool and dep.feasible:
                 from .pool import serving_pool
 

@@ -24,7 +24,7 @@ from typing import Any, Callable, Sequence
 
 from profilers.config import ConfigError
 
-__all__ = ["price_training", "layout_text"]
+__all__ = ["price_training", "planned_figures", "layout_text"]
 
 
 def layout_text(cfg: Any) -> str:
@@ -34,6 +34,33 @@ def layout_text(cfg: Any) -> str:
             + (f" recompute={cfg.recompute}" if cfg.recompute != "none" else "")
             + (" sp" if cfg.sequence_parallel else "")
             + (f" {cfg.precision}" if cfg.precision not in ("bf16", "fp16") else ""))
+
+
+def planned_figures(shape: Any, spec: Any, counts: Sequence[int], global_batch: int, *, precision: str,
+                    usd_per_device_hour: float | None = None) -> tuple[Any, Any]:
+    """``(figures, plan result)``: the cheapest layout of ``shape`` on ``counts`` x ``spec`` as the
+    cost model's training figures (``figures`` None when no layout fits; the result says why).
+
+    The figures are per device: ``batch_size`` = global batch / devices, ``train_step_s`` the planned
+    step of the whole layout, ``train_devices`` its device count (so the cost model applies no flat
+    scaling efficiency: device-hours = samples / batch_size x train_step_s / 3600 = samples /
+    global batch x step x devices / 3600).
+    """
+    from cost_models.figures import ModelFigures
+    from profilers.parallel import plan
+
+    res = plan(shape, spec, list(counts), global_batch, usd_per_device_hour=usd_per_device_hour,
+               precision=precision)
+    if res.status != "ok":
+        return None, res
+    c = res.cheapest
+    n, step_s, mem = c.config.devices, c.time.total_s, int(c.memory.total_bytes)
+    fig = ModelFigures(device=spec.name, dtype=precision, batch_size=max(1, global_batch // n), latency_s=step_s,
+                       train_step_s=step_s, peak_memory_bytes=mem, train_peak_memory_bytes=mem,
+                       parameter_bytes=shape.parameters() * 2, train_devices=n,
+                       provenance=f"{c.time.provenance}; layout {layout_text(c.config)} (profilers.parallel.plan, "
+                                  f"cheapest of {res.feasible} fitting layouts)")
+    return fig, res
 
 
 def price_training(shape: Any, spec: Any, counts: Sequence[int], global_batch: int, scenario: Any, book: Any, *,
@@ -50,10 +77,8 @@ def price_training(shape: Any, spec: Any, counts: Sequence[int], global_batch: i
     and ``total_usd`` in the scenario's own mode, ``breakdown``, ``figures``, ``provenance``.
     """
     from cost_models import CostModel
-    from cost_models.figures import ModelFigures
     from cost_models.scenario import DataPlan, PeoplePlan, ServingPlan
     from cost_models.usage import compute_usage
-    from profilers.parallel import plan
 
     label = label or shape.name or f"{shape.layers}x{shape.hidden}"
     precision = precision or ("bf16" if spec.supports("bf16") else "fp16")
@@ -72,24 +97,19 @@ def price_training(shape: Any, spec: Any, counts: Sequence[int], global_batch: i
         return {**row, "status": "no price", "total_usd": math.inf, "message": no_rent}
     if log:
         log(f"planning {label} training layouts on {spec.name} ({', '.join(map(str, counts))} devices, {precision})")
-    res = plan(shape, spec, list(counts), global_batch, usd_per_device_hour=None if own.owns else rent_h,
-               precision=precision)
-    if res.status != "ok":
+    fig, res = planned_figures(shape, spec, counts, global_batch, precision=precision,
+                               usd_per_device_hour=None if own.owns else rent_h)
+    if fig is None:
         return {**row, "status": "infeasible", "total_usd": math.inf, "message": res.message,
                 "layouts_evaluated": res.evaluated}
     c = res.cheapest
     cfg, n, step_s = c.config, c.config.devices, c.time.total_s
     layout = layout_text(cfg)
-    mem = int(c.memory.total_bytes)
-    fig = ModelFigures(device=spec.name, dtype=precision, batch_size=max(1, global_batch // n), latency_s=step_s,
-                       train_step_s=step_s, peak_memory_bytes=mem, train_peak_memory_bytes=mem,
-                       parameter_bytes=shape.parameters() * 2,
-                       provenance=f"{c.time.provenance}; layout {layout} (profilers.parallel.plan, cheapest "
-                                  f"of {res.feasible} fitting layouts)")
+    mem = fig.train_peak_memory_bytes
     # training only: no serving, data or technique work in this price
     base = scenario.replace(serving=ServingPlan(horizon_months=scenario.serving.horizon_months), data=DataPlan(),
                             people=PeoplePlan(usd_per_hour=scenario.people.usd_per_hour), techniques=(),
-                            training=dataclasses.replace(scenario.training, devices=n, scaling_efficiency=1.0))
+                            training=dataclasses.replace(scenario.training, devices=n))
 
     def estimate(mode: str):
         """(breakdown, None) in ``mode``, or (None, why) when the book cannot price it."""

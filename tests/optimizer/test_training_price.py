@@ -74,3 +74,52 @@ def test_cli_plan_bad_input_names_the_field(capsys):
     assert "a divisor of global_batch" in capsys.readouterr().err
     assert main(["plan", "llama-2-7b", "--tokens", "0", "--quiet"]) == 2
     assert "plan.tokens" in capsys.readouterr().err
+
+
+def test_planned_figures_carry_their_device_count_and_no_flat_efficiency():
+    import dataclasses
+
+    from cost_models.usage import compute_usage
+    from optimizer.training_price import planned_figures
+    from profilers.config import ConfigError
+
+    fig, res = planned_figures(SHAPE, hardware.get("H100-SXM"), [8], 256, precision="bf16")
+    assert res.status == "ok" and fig.train_devices == 8 and fig.batch_size == 256 // 8
+    sc = _scenario(tokens=1e10)
+    sc8 = sc.replace(training=dataclasses.replace(sc.training, devices=8, scaling_efficiency=0.5))
+    u = compute_usage(fig, sc8, fig)
+    # device-hours = samples / per-device batch x the layout's step / 3600, the flat 0.5 not applied:
+    # 1e10 tokens / 2048 = 4,882,812.5 samples; / 32 per device x step_s / 3600
+    assert u.efficiency == 1.0
+    assert u.blocks[0].device_hours_per_run == pytest.approx(1e10 / 2048 / 32 * fig.train_step_s / 3600)
+    with pytest.raises(ConfigError, match=r"TrainingPlan\.devices.*planned for"):
+        compute_usage(fig, sc, fig)  # planned for 8, the scenario trains on 1
+
+
+def test_the_search_prices_multi_gpu_training_of_a_decoder_with_plan(tmp_path):
+    """A search whose scenario trains on 8 GPUs prices a transformers decoder's training with the
+    parallel model's cheapest layout (plan), a CNN with one device's step and the flat efficiency."""
+    import dataclasses
+
+    from cost_models import CostModel
+    from optimizer import SearchSpace
+    from optimizer.evaluate import Evaluator
+    from profilers import workloads
+
+    space = SearchSpace(quantize=("none", "int8_dynamic"), devices=("H100-SXM",), batch_sizes=(8,))
+    wl = workloads.get("tinylm")
+    seq = wl.inputs(1).shape[-1]
+    sc = Scenario(training=TrainingPlan(samples_per_epoch=1e9, unit="tokens", tokens_per_sample=seq, devices=8))
+    ev = Evaluator(wl, space, CostModel(sc, PriceBook.default()), profile_time_cap_s=0.1)
+    base, quant = space.variants()
+    for v in (base, quant):
+        dep = ev.price(v)
+        tf = ev.training_projection(v, dep)
+        assert dep.feasible and tf.train_devices == 8 and "layout dp" in tf.provenance
+        assert any("profilers.parallel.plan" in p for p in dep.breakdown.provenance)
+    # the quantized variant trains the base model (post-training quantization): the same planned step
+    assert ev.training_projection(quant, ev.price(quant)) is ev.training_projection(base, ev.price(base))
+    # one device: the per-device projection, as before
+    one = Evaluator(wl, space, CostModel(sc.replace(training=dataclasses.replace(sc.training, devices=1)),
+                                         PriceBook.default()), profile_time_cap_s=0.1)
+    assert getattr(one.training_projection(base, one.price(base)), "train_devices", None) is None
