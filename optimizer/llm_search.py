@@ -17,7 +17,6 @@ Every configuration is priced analytically (no model is built), so thousands tak
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
@@ -355,7 +354,7 @@ def llm_markdown(res: LLMResult, job: Any, environment: dict | None = None) -> s
                                        f"{r['quality_loss']:.2%}"] for r in rv]), ""]
         if model in res.pools:
             p = res.pools[model]
-            lines += [f"Serving pool for this format (rented, `plan_fleet`): "
+            lines += ["Serving pool for this format (rented, `plan_fleet`): "
                       + ", ".join(f"{n} x {d}" for d, n in p["devices"].items())
                       + f": {usd(p['serving_usd'])} of serving compute over the horizon. {p['message']}", ""]
     lines += ["## Cheapest configuration per device, format and KV cache", ""]
