@@ -25,6 +25,8 @@ from profilers.render import usd
 __all__ = ["main", "build_parser"]
 
 DEFAULT_DEVICES = "host,T4,L4,A100-80GB,H100-SXM"
+#: exit statuses of ``sigmastar search`` (and the other commands where they apply); 130 / 143 interrupted
+EXIT_OK, EXIT_INFEASIBLE, EXIT_BAD_INPUT, EXIT_INCOMPLETE, EXIT_ERROR = 0, 1, 2, 3, 4
 
 
 def _cmd_profile(args: argparse.Namespace) -> int:
@@ -279,8 +281,11 @@ def _cmd_search(args: argparse.Namespace) -> int:
         from .result import InfeasibleError
 
         _err(f"sigmastar search: {InfeasibleError(run.result)}")
-        return 1
-    return 0
+        return EXIT_INCOMPLETE if run.result.status == "incomplete" else EXIT_INFEASIBLE
+    if run.result.status == "incomplete":
+        _err(f"sigmastar search: incomplete: {run.result.message}. The best found is reported, not certified.")
+        return EXIT_INCOMPLETE
+    return EXIT_OK
 
 
 def _cmd_worker(args: argparse.Namespace) -> int:
@@ -459,6 +464,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "to the output folder. Ctrl-C (or SIGTERM) stops it and keeps every finished evaluation; the same "
                         "command resumes. Without JOB, runs the bundled digits job (examples/digits.toml). Exit status: 0 "
                         "a strategy was found, 1 none meets the constraints (the report says why), 2 bad input, "
+                        "3 incomplete (failed evaluations could change the answer; run again to retry them), "
+                        "4 error (an output folder or file that cannot be used: unwritable, full, busy), "
                         "130 interrupted by Ctrl-C, 143 stopped by SIGTERM. " + _methods_help())
     se.add_argument("job", nargs="?", help="job file (TOML); see examples/*.toml")
     se.add_argument("--output", help="output folder (default: the job's `output`, else runs/<name>)")
@@ -539,13 +546,22 @@ def _quiet_libraries() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     from profilers.config import SigmastarError
 
+    from .durable import OutputBusy, OutputError
+
     args = build_parser().parse_args(argv)
     _quiet_libraries()
     try:
         return args.func(args)
+    except (OutputError, OutputBusy) as e:
+        print(f"sigmastar {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
     except SigmastarError as e:
         print(f"sigmastar {args.command}: error: {e}", file=sys.stderr)
-        return 2
+        return EXIT_BAD_INPUT
+    except OSError as e:  # a file the command needed, not wrapped where it was used
+        where = f"{e.filename}: " if e.filename else ""
+        print(f"sigmastar {args.command}: error: {where}{e.strerror or e}", file=sys.stderr)
+        return EXIT_ERROR
     except KeyboardInterrupt:
         print(f"sigmastar {args.command}: interrupted", file=sys.stderr)
         return 130

@@ -23,7 +23,22 @@ from profilers.config import to_json_dict
 
 from .space import SearchSpace, Strategy, Variant
 
-__all__ = ["Deployment", "Evaluator"]
+__all__ = ["Deployment", "Evaluator", "journal_row_problem"]
+
+
+def journal_row_problem(row: dict) -> str | None:
+    """Why a row of ``evaluations.jsonl`` is unusable (None when it is a valid row): a content key,
+    and either a finite quality with no error or no quality with an error."""
+    if not isinstance(row.get("content"), str) or not row["content"]:
+        return "no content key"
+    q, err = row.get("quality"), row.get("error", "")
+    if not isinstance(err, str):
+        return f"error {err!r} is not a string"
+    if q is None:
+        return None if err else "no quality and no error"
+    if isinstance(q, bool) or not isinstance(q, (int, float)) or not math.isfinite(q):
+        return f"quality {q!r} is not a finite number"
+    return None
 
 
 @dataclass
@@ -40,6 +55,9 @@ class Deployment:
     options: list[tuple[str, int, float, str]] = field(default_factory=list)  # device, batch, usd, status/message
     profile: Any = None
     error: str = ""
+    #: True when pricing raised (a fault: a corrupt or unwritable cache, a full disk, a bug), not a
+    #: technique that does not apply; the variant's cost is then unknown, never "infeasible"
+    fault: bool = False
     #: device -> (batch, breakdown, projection, usd) of the cheapest feasible batch on that device
     per_device: dict[str, tuple[int, Any, Any, float]] = field(default_factory=dict)
     pool: Any = None  # optimizer.pool.ServingPool when a pool of device types is cheaper than any one type
@@ -53,7 +71,7 @@ class Evaluator:
     def __init__(self, workload: Any, space: SearchSpace, cost_model: Any, *, seed: int = 0,
                  output_dir: str | Path | None = None, profile_time_cap_s: float = 0.5,
                  log: Callable[[str], None] | None = None, on_evaluation: Callable | None = None,
-                 pool: bool = False, runtime: str = "eager") -> None:
+                 pool: bool = False, runtime: str = "eager", retries: int = 2) -> None:
         self.workload, self.space, self.cost_model, self.seed = workload, space, cost_model, seed
         self.pool = pool  # price a pool of the space's device types for serving (optimizer.pool)
         self.runtime = runtime  # how the models run on a GPU (profilers.project)
@@ -71,17 +89,40 @@ class Evaluator:
         self.quality_calls = 0  # evaluations actually run in this process (not from the cache file)
         self.quality_seconds: dict[float, list[float]] = {}  # fidelity -> wall time of each of them
         self._base_train: dict[str, Any] = {}
+        self.retries = retries  # a failed evaluation is retried by up to this many later runs
+        self._failed_runs: dict[str, tuple[int, str]] = {}  # content key -> (failed attempts journaled, last error)
+        self._failed_now: set[str] = set()  # content keys whose evaluation failed in this run
         self._planned: dict[tuple, tuple[Any, str]] = {}
         self._journal = self.output_dir / "evaluations.jsonl" if self.output_dir else None
         if self._journal is not None:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            if self._journal.exists():
-                for line in self._journal.read_text().splitlines():
-                    try:
-                        row = json.loads(line)
-                    except json.JSONDecodeError:
-                        continue  # a line cut short by a killed process: that evaluation reruns
-                    self._quality[row["content"]] = (row["quality"], row.get("error", ""))
+            self._load_journal()
+
+    def _load_journal(self) -> None:
+        """Finished evaluations from the journal; a failed attempt is not a measurement: it is counted,
+        and the evaluation runs again unless ``retries`` later runs have failed it already. Rows that do
+        not validate (a torn line, garbage, a non-finite quality) are skipped and logged."""
+        from .durable import check_writable, read_rows
+
+        check_writable(self.output_dir)
+        rows, problems = read_rows(self._journal, journal_row_problem)
+        for p in problems:
+            self.log(f"evaluations journal: {p}")
+        for row in rows:
+            key = row["content"]
+            if row.get("quality") is not None and not row.get("error"):
+                self._quality[key] = (float(row["quality"]), "")
+            else:
+                n, _ = self._failed_runs.get(key, (0, ""))
+                self._failed_runs[key] = (n + 1, row.get("error") or "failed")
+        for key, (n, err) in self._failed_runs.items():
+            if key not in self._quality and n > self.retries:
+                self._quality[key] = (None, f"{err} (failed in {n} runs; not retried: search.retries = "
+                                            f"{self.retries})")
+
+    def failed_attempts(self, v: Variant, fidelity: float = 1.0) -> int:
+        """Failed attempts at ``v``'s evaluation journaled by earlier runs, plus this run's."""
+        key = self.content_key(v, fidelity)
+        return self._failed_runs.get(key, (0, ""))[0] + (key in self._failed_now)
 
     # ---- content keys -------------------------------------------------------------------------
     def content_key(self, v: Variant, fidelity: float = 1.0) -> str:
@@ -177,10 +218,9 @@ class Evaluator:
                 self.log(f"cached profile {path.name} unreadable ({type(e).__name__}: {e}); measuring again")
         prof = run()
         if path is not None:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_suffix(".tmp")
-            tmp.write_text(prof.to_json())
-            tmp.replace(path)
+            from .durable import atomic_write_text
+
+            atomic_write_text(path, prof.to_json())
         return prof
 
     def price(self, v: Variant) -> Deployment:
@@ -241,9 +281,11 @@ class Evaluator:
                     dep.cost_usd = dep.pool.total_usd
         except UnsupportedTechnique as e:
             dep.error = str(e)
-        except Exception as e:  # a variant that cannot be built or priced fails alone
-            dep.error = f"{type(e).__name__}: {e}"
-            self.log(f"pricing {v.key} failed: {dep.error}")
+        except Exception as e:  # a fault: the variant's price is unknown, and the search says so
+            import traceback
+
+            dep.error, dep.fault = f"{type(e).__name__}: {e}", True
+            self.log(f"pricing {v.key} failed: {dep.error}\n{traceback.format_exc(limit=-6)}")
         self._prices[v.key] = dep
         return dep
 
@@ -260,21 +302,26 @@ class Evaluator:
         from profilers.techniques import apply, quality
 
         t0 = time.perf_counter()
-        err = ""
+        err = tb = ""
         try:
             model = apply(self.base, self.space.techniques(v, fidelity), self.workload, cache=self.cache,
                           seed=self.seed)
-            q: float | None = float(quality(model, self.workload))
-        except Exception as e:  # the trial fails with its reason; the search goes on
-            q, err = None, f"{type(e).__name__}: {e}"
+            q: float | None = quality(model, self.workload)  # a finite number, checked (BadQuality otherwise)
+        except Exception as e:  # a fault, recorded as one (never a quality); retried by a later run
+            import traceback
+
+            q, err, tb = None, f"{type(e).__name__}: variant {v.key}: {e}", traceback.format_exc(limit=-8)
         seconds = time.perf_counter() - t0
+        if q is None:
+            self._failed_now.add(key)
         self.quality_calls += 1
         self.quality_seconds.setdefault(fidelity, []).append(seconds)
         self._quality[key] = (q, err)
         if self._journal is not None:
-            with self._journal.open("a") as f:
-                f.write(json.dumps({"content": key, "variant": v.key, "fidelity": fidelity, "quality": q,
-                                    "error": err, "seconds": seconds}) + "\n")
+            from .durable import append_row
+
+            append_row(self._journal, {"content": key, "variant": v.key, "fidelity": fidelity, "quality": q,
+                                       "error": err, "seconds": seconds, **({"traceback": tb} if tb else {})})
         at = "" if fidelity >= 1 else f" at fidelity {fidelity:g}"
         self.log(f"quality {v.key}{at}: {q if q is not None else 'failed: ' + err}")
         if self.on_evaluation is not None:

@@ -51,11 +51,13 @@ class SearchRun:
 
 
 def finished_evaluations(output_dir: str | Path) -> int:
-    """Quality evaluations already journaled in ``output_dir`` (what a resumed search reuses)."""
-    p = Path(output_dir) / "evaluations.jsonl"
-    if not p.exists():
-        return 0
-    return sum(1 for line in p.read_text().splitlines() if line.strip())
+    """Finished quality evaluations journaled in ``output_dir`` (what a resumed search reuses; failed
+    attempts, which it retries, and rows that do not validate are not counted)."""
+    from .durable import read_rows
+    from .evaluate import journal_row_problem
+
+    rows, _ = read_rows(Path(output_dir) / "evaluations.jsonl", journal_row_problem)
+    return sum(1 for r in rows if r.get("quality") is not None and not r.get("error"))
 
 
 def environment() -> dict[str, str]:
@@ -142,8 +144,9 @@ def run_search(job: Job, output_dir: str | Path | None = None, *, storage: str |
     if job.kind != "search":
         raise ConfigError(f"job.kind must be 'search' to run a search (run a what-if with run_whatif); "
                           f"got {job.kind!r}.")
-    out = Path(output_dir) if output_dir is not None else Path(job.output)
-    out.mkdir(parents=True, exist_ok=True)
+    from .durable import check_writable
+
+    out = check_writable(output_dir if output_dir is not None else job.output)
     before = finished_evaluations(out)
     t0 = time.perf_counter()
     wl = job.build_workload()

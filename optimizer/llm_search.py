@@ -389,12 +389,13 @@ def write_llm_report(res: LLMResult, job: Any, output_dir: str | Path, environme
     """Write llm.json (the result), configs.csv (every feasible priced row) and report.md."""
     import pandas as pd
 
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
     from profilers.config import dumps
 
-    (out / "llm.json").write_text(dumps(res, indent=1))
-    pd.DataFrame([{k: v for k, v in r.items() if k not in ("provenance", "components", "quality_rows")}
-                  for r in res.rows]).to_csv(out / "configs.csv", index=False)
-    (out / "report.md").write_text(llm_markdown(res, job, environment))
+    from .durable import atomic_write_text, check_writable
+
+    out = check_writable(output_dir)
+    atomic_write_text(out / "llm.json", dumps(res, indent=1))
+    atomic_write_text(out / "configs.csv", pd.DataFrame([{k: v for k, v in r.items() if k not in (
+        "provenance", "components", "quality_rows")} for r in res.rows]).to_csv(index=False))
+    atomic_write_text(out / "report.md", llm_markdown(res, job, environment))
     return {"results": out / "llm.json", "configs": out / "configs.csv", "report": out / "report.md"}

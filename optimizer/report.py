@@ -28,6 +28,8 @@ from cost_models.render import COMPONENT_TITLES, line_items_table, sensitivity_t
 from profilers.config import ConfigError, from_json_dict, to_json_dict
 from profilers.render import fmt_num, html_table, markdown_table, to_number, usd
 
+from .durable import atomic_write_bytes, atomic_write_text, check_writable
+
 __all__ = ["RUN_SCHEMA", "RUN_VERSION", "write_search_report", "write_whatif_report", "save_run", "load_run",
            "rerender", "search_markdown", "whatif_markdown", "whatif_html"]
 
@@ -51,10 +53,13 @@ def _prices_table(prices: list[Any], overrides: set = frozenset()) -> str:
 
 
 def _save_fig(ax: Any, path: Path) -> Path:
+    import io
+
     fig = ax.figure
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    return path
+    buf = io.BytesIO()
+    fig.savefig(buf, dpi=120, format=Path(path).suffix.lstrip(".") or "png")
+    return atomic_write_bytes(path, buf.getvalue())
 
 
 def _new_ax(size: tuple[float, float]):
@@ -109,9 +114,7 @@ def save_run(run: Any, path: str | Path) -> Path:
                         "training_epochs": job.scenario.technique_epochs(t),
                         "source": defaults[t].source if t in defaults else "user"} for t in techs],
     }
-    p = Path(path)
-    p.write_text(json.dumps(data, indent=1, default=str))
-    return p
+    return atomic_write_text(path, json.dumps(data, indent=1, default=str))
 
 
 def _register_types() -> None:
@@ -190,6 +193,16 @@ def search_markdown(result: Any, run: dict, files: dict[str, str]) -> str:
     # ---- the answer
     lines.append("## Answer")
     lines.append("")
+    if result.failures:
+        n_open = sum(1 for f in result.failures if f["could_change_answer"])
+        head = (f"**Incomplete: {n_open} failed variant{'s' if n_open != 1 else ''} could change the answer.** The "
+                "answer below is the best among the variants that could be priced and evaluated, not certified. "
+                if n_open else "Failed variants (none could change the answer: each is dearer than the best). ")
+        lines += [head + "Each failure is retried when the same search runs again (`search.retries`); tracebacks "
+                  "are in `evaluations.jsonl`.", "",
+                  markdown_table(["variant", "stage", "attempts", "could change the answer", "error"],
+                                 [[f["label"], f["stage"], f["attempts"], "yes" if f["could_change_answer"] else "no",
+                                   f["error"][:200]] for f in result.failures]), ""]
     if best is None:
         lines.append(f"**No strategy meets the constraints** ({result.status}: {result.message}).")
         if result.closest:
@@ -431,9 +444,9 @@ def _plots_search(result: Any, run: dict, out: Path) -> dict[str, str]:
 
 
 def _write_search(result: Any, run: dict, out: Path) -> dict[str, Path]:
-    result.trials_dataframe().to_csv(out / "trials.csv", index=False)
+    atomic_write_text(out / "trials.csv", result.trials_dataframe().to_csv(index=False))
     files = _plots_search(result, run, out)
-    (out / "report.md").write_text(search_markdown(result, run, files))
+    atomic_write_text(out / "report.md", search_markdown(result, run, files))
     written = {"results": out / "results.json", "run": out / "run.json", "trials": out / "trials.csv",
                "report": out / "report.md"}
     written.update({k: out / v for k, v in files.items()})
@@ -442,8 +455,7 @@ def _write_search(result: Any, run: dict, out: Path) -> dict[str, Path]:
 
 def write_search_report(run: Any, output_dir: str | Path | None = None) -> dict[str, Path]:
     """Write results.json, run.json, trials.csv, report.md and the plots of a SearchRun."""
-    out = Path(output_dir) if output_dir is not None else Path(run.output_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = check_writable(output_dir if output_dir is not None else run.output_dir)
     run.result.save(out / "results.json")
     save_run(run, out / "run.json")
     return _write_search(run.result, load_run(out), out)
@@ -599,26 +611,24 @@ def write_whatif_report(res: Any, job: Any, output_dir: str | Path, environment:
     """Write whatif.json, run.json, serving.csv, training.csv, report.md and whatif.png."""
     from .jobs import price_rows_used
 
-    out = Path(output_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "whatif.json").write_text(res.to_json(indent=1))
+    out = check_writable(output_dir)
+    atomic_write_text(out / "whatif.json", res.to_json(indent=1))
     prices = price_rows_used(job)
     data = {"type": RUN_SCHEMA, "version": RUN_VERSION, "kind": "whatif",
             "written": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "job": to_json_dict(job),
             "environment": environment or {}, "prices": [to_json_dict(r) for r in prices]}
-    (out / "run.json").write_text(json.dumps(data, indent=1, default=str))
+    atomic_write_text(out / "run.json", json.dumps(data, indent=1, default=str))
     return _write_whatif(res, job, out, prices, environment)
 
 
 def _write_whatif(res: Any, job: Any, out: Path, prices: list[Any], environment: dict | None) -> dict[str, Path]:
     import pandas as pd
 
-    pd.DataFrame([{k: v for k, v in r.items() if k != "provenance"} for r in res.serving]).to_csv(
-        out / "serving.csv", index=False)
-    pd.DataFrame([{k: v for k, v in r.items() if k != "provenance"} for r in res.training]).to_csv(
-        out / "training.csv", index=False)
+    for name, rows in (("serving", res.serving), ("training", res.training)):
+        atomic_write_text(out / f"{name}.csv", pd.DataFrame([{k: v for k, v in r.items() if k != "provenance"}
+                                                            for r in rows]).to_csv(index=False))
     files = _plot_whatif(res, job, out)
-    (out / "report.md").write_text(whatif_markdown(res, job, files, prices, environment))
+    atomic_write_text(out / "report.md", whatif_markdown(res, job, files, prices, environment))
     written = {"whatif": out / "whatif.json", "run": out / "run.json", "serving": out / "serving.csv",
                "training": out / "training.csv", "report": out / "report.md"}
     written.update({k: out / v for k, v in files.items()})

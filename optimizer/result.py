@@ -46,7 +46,9 @@ class SearchResult:
     """
 
     method: str
-    status: str  # "optimal", "best found" (a budget stopped it), "infeasible"
+    #: "optimal", "best found" (a budget stopped it, or the method does not certify), "infeasible",
+    #: "incomplete" (failed evaluations or pricings could change the answer: see ``failures``)
+    status: str
     message: str
     min_quality: float
     best: Strategy | None
@@ -65,6 +67,9 @@ class SearchResult:
     #: deployments whose cost band overlaps the best's (label, device, batch_size, cost_usd, band_usd)
     rivals: tuple[dict, ...] = ()
     ranking_note: str = ""  # "" when the best is cheapest across the bands too
+    #: every variant whose pricing or evaluation failed: variant, label, stage ("pricing" or
+    #: "quality"), error, attempts, could_change_answer (cheaper than the best, or its price unknown)
+    failures: tuple[dict, ...] = ()
 
     @property
     def target_op(self) -> str:
@@ -112,9 +117,9 @@ class SearchResult:
         return dumps(self, **kw)
 
     def save(self, path: str | Path) -> Path:
-        p = Path(path)
-        p.write_text(self.to_json(indent=1))
-        return p
+        from .durable import atomic_write_text
+
+        return atomic_write_text(path, self.to_json(indent=1))
 
     # ---- rendering ----------------------------------------------------------------------------
     def summary_rows(self) -> list[tuple[str, str]]:
@@ -185,6 +190,15 @@ class InfeasibleError(SigmastarError):
     def __init__(self, result: SearchResult) -> None:
         self.result = result
         stopped = result.status == "best found"  # a budget ended the search before it found one
+        if result.status == "incomplete":
+            lines = [f"no strategy that could be evaluated meets quality {result.target_op} {result.min_quality:g}, "
+                     f"and {result.message}"]
+            lines += [f"  {f['stage']} of {f['label']} failed: {f['error']}" for f in result.failures[:5]]
+            lines.append("To fix: fix the cause (the traceback of each failed evaluation is in the output folder's "
+                         "evaluations.jsonl), then run the same search again: finished evaluations are reused and "
+                         "the failed ones retried.")
+            super().__init__("\n".join(lines))
+            return
         head = "the search stopped before it found a strategy that meets" if stopped else "no strategy meets"
         lines = [f"{head} quality {result.target_op} {result.min_quality:g} with a feasible deployment "
                  f"({result.quality_evaluations} quality evaluations{'; ' + result.message if stopped else ''})."]

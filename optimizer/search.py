@@ -14,6 +14,7 @@ re-training anything it finished.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from pathlib import Path
@@ -23,6 +24,7 @@ from profilers.config import invalid
 from profilers.render import usd as usd_txt
 
 from .budget import SearchBudget
+from .durable import FolderLock
 from .evaluate import Evaluator
 from .methods import OPTIONS, Outcome, SearchContext, get_method
 from .result import InfeasibleError, SearchResult, Trial
@@ -48,7 +50,7 @@ def search(workload: Any, space: SearchSpace, cost_model: Any, *, min_quality: f
            skip_dearer: bool | None = None, storage: Any = None, layer_choices: Sequence[Any] | None = None,
            max_bytes: float | None = None, pool: bool = False, runtime: str = "eager",
            output_dir: str | Path | None = None, seed: int = 0,
-           profile_time_cap_s: float = 0.5, progress: Callable | None = None, log: Callable[[str], None] | None = None,
+           profile_time_cap_s: float = 0.5, retries: int = 2, progress: Callable | None = None, log: Callable[[str], None] | None = None,
            on_evaluation: Callable | None = None, raise_infeasible: bool = True) -> SearchResult:
     """Find the cheapest strategy whose measured quality is at least ``min_quality``.
 
@@ -77,6 +79,13 @@ def search(workload: Any, space: SearchSpace, cost_model: Any, *, min_quality: f
     the served model runs on a GPU, ``"eager"`` (PyTorch eager, the default) or ``"fused"``
     (TensorRT / torch.compile); see :func:`profilers.project`.
 
+    Faults (:mod:`optimizer.evaluate`): an evaluation that raises or returns a NaN, infinite or
+    non-numeric quality is recorded as failed with its reason and traceback (in the output folder's
+    journal), never as a quality; a later run of the same search retries it, up to ``retries``
+    times. When a failed evaluation or pricing could change the answer (the variant is cheaper than
+    the best, or its price is unknown), the status is ``"incomplete"`` and ``failures`` says which
+    variants and why.
+
     Callbacks: ``progress(done, total, variant, quality_or_None, cost_usd)`` after each priced
     variant (lazy, exhaustive) or finished trial (Optuna); ``on_evaluation(variant, quality_or_None,
     fidelity, error)`` after each quality evaluation this process runs; ``log(message)``.
@@ -99,7 +108,7 @@ def search(workload: Any, space: SearchSpace, cost_model: Any, *, min_quality: f
     kw = dict(n_trials=n_trials, timeout_s=timeout_s, max_evaluations=max_evaluations, budget_usd=budget_usd,
               usd_per_hour=usd_per_hour, fidelities=fidelities, pruner=pruner, prune_margin=prune_margin,
               skip_dearer=skip_dearer, seed=seed, profile_time_cap_s=profile_time_cap_s, storage=storage,
-              layer_choices=layer_choices, max_bytes=max_bytes, pool=pool, runtime=runtime)
+              layer_choices=layer_choices, max_bytes=max_bytes, pool=pool, runtime=runtime, retries=retries)
     cls.check_options({k: v for k, v in kw.items() if k in OPTIONS and v is not None})  # the method's own options
     opts = check_search_options("search", kw)
     given = {k: v for k, v in opts.items() if k in OPTIONS}
@@ -107,23 +116,27 @@ def search(workload: Any, space: SearchSpace, cost_model: Any, *, min_quality: f
     budget = SearchBudget.for_search(cost_model, timeout_s=timeout_s, max_evaluations=max_evaluations,
                                      budget_usd=budget_usd, usd_per_hour=usd_per_hour)
     out = Path(output_dir) if output_dir is not None else None
-    minimize = not workload.higher_is_better
-    if minimize:  # searched as its negation (every method maximizes quality); reported in its own sign
-        workload, min_quality = _negated(workload), -min_quality
-    ev = Evaluator(workload, space, cost_model, seed=seed, output_dir=out, profile_time_cap_s=profile_time_cap_s, log=log,
-                   on_evaluation=on_evaluation, pool=pool, runtime=runtime)
-    ctx = SearchContext(ev=ev, variants=space.variants(), min_quality=float(min_quality), budget=budget,
-                        workload=workload, cost_model=cost_model, seed=seed, output_dir=out, options=given,
-                        progress=progress)
-    outcome = cls().run(ctx)
-    result = _assemble(ctx, cls.name, outcome, time.perf_counter() - t0)
-    if minimize:
-        result = result.flipped()
-    if out is not None:
-        result.save(out / "results.json")
-    if result.best is None and raise_infeasible:
-        raise InfeasibleError(result)
-    return result
+    # an output folder is one search's, or shared by the workers of one study (a shared storage: their
+    # journal appends are locked, and evaluations are keyed by content); a second search there is refused
+    with FolderLock(out, command=f"search(method={method!r})") if out is not None and storage is None \
+            else contextlib.nullcontext():
+        minimize = not workload.higher_is_better
+        if minimize:  # searched as its negation (every method maximizes quality); reported in its own sign
+            workload, min_quality = _negated(workload), -min_quality
+        ev = Evaluator(workload, space, cost_model, seed=seed, output_dir=out, profile_time_cap_s=profile_time_cap_s,
+                       log=log, on_evaluation=on_evaluation, pool=pool, runtime=runtime, retries=opts["retries"])
+        ctx = SearchContext(ev=ev, variants=space.variants(), min_quality=float(min_quality), budget=budget,
+                            workload=workload, cost_model=cost_model, seed=seed, output_dir=out, options=given,
+                            progress=progress)
+        outcome = cls().run(ctx)
+        result = _assemble(ctx, cls.name, outcome, time.perf_counter() - t0)
+        if minimize:
+            result = result.flipped()
+        if out is not None:
+            result.save(out / "results.json")
+        if result.best is None and raise_infeasible:
+            raise InfeasibleError(result)
+        return result
 
 
 def _negated(workload: Any) -> Any:
@@ -131,9 +144,12 @@ def _negated(workload: Any) -> Any:
     output folder then holds the negated values; the result and report show the metric itself)."""
     import dataclasses
 
+    from profilers.techniques.quality import check_quality
+
     orig = workload.evaluate
     lo_hi = workload.quality_range
-    return dataclasses.replace(workload, evaluate=lambda model: -orig(model), higher_is_better=True,
+    where = f"workload {workload.name!r}: evaluate(model)"
+    return dataclasses.replace(workload, evaluate=lambda model: -check_quality(orig(model), where), higher_is_better=True,
                                quality_range=None if lo_hi is None else (-lo_hi[1], -lo_hi[0]))
 
 
@@ -160,6 +176,10 @@ def _assemble(ctx: SearchContext, method: str, outcome: Outcome, seconds: float)
     """The result, from what the oracles know: every variant's state, the best, the baseline, the front."""
     ev, variants, min_quality = ctx.ev, ctx.variants, ctx.min_quality
     status, message, implied, pruned = outcome.status, outcome.message, outcome.implied, outcome.pruned
+    base_v = variants[0] if not any(variants[0].knobs) else None
+    # the baseline's quality (for the savings table) is measured before the best is chosen: it may be the best
+    if base_v is not None and not ev.evaluated(base_v) and ev.price(base_v).feasible and not ctx.stop():
+        ev.quality(base_v)
     trials, rows = [], []
     for n, v in enumerate(variants):
         dep = ev.priced(v)
@@ -186,9 +206,7 @@ def _assemble(ctx: SearchContext, method: str, outcome: Outcome, seconds: float)
             rows.append((v, dep.cost_usd, q))
     feasible = [(v, c, q) for v, c, q in rows if q >= min_quality]
     best_v = min(feasible, key=lambda r: r[1])[0] if feasible else None
-    base_v = variants[0] if not any(variants[0].knobs) else None
-    if base_v is not None and not ev.evaluated(base_v) and best_v is not None and not ctx.stop():
-        ev.quality(base_v)  # the baseline's quality, for the savings table (when the budget allows)
+    failures = _failures(ev, variants, trials, min(c for _, c, _ in feasible) if feasible else math.inf)
     best = ev.strategy(best_v, "measured") if best_v is not None else None
     baseline = ev.strategy(base_v, "measured") if base_v is not None and ev.price(base_v).feasible else None
     pareto = tuple(ev.strategy(v, "measured") for v, _, _ in _pareto(rows))
@@ -202,12 +220,35 @@ def _assemble(ctx: SearchContext, method: str, outcome: Outcome, seconds: float)
         closest += tuple({"label": t.label, "quality": t.quality, "cost_usd": t.cost_usd,
                           "missed": t.error or "no (device, batch) meets the SLO and memory"} for t in no_dep)
         message = message or "no variant meets the constraints"
+    open_failures = [f for f in failures if f["could_change_answer"]]
+    if open_failures:
+        status = "incomplete"
+        message = (f"{len(open_failures)} variant{'s' if len(open_failures) != 1 else ''} failed and could change the "
+                   "answer (" + "; ".join(f"{f['label']}: {f['stage']} failed, {f['error']}" for f in open_failures[:3])
+                   + (f"; and {len(open_failures) - 3} more" if len(open_failures) > 3 else "")
+                   + "); run the same search again to retry them (finished evaluations are reused)")
     rivals, ranking_note = _rivals(ev, best_v, feasible) if best_v is not None else ((), "")
     return SearchResult(
         method=method, status=status, message=message, min_quality=float(min_quality), best=best, baseline=baseline,
         pareto=pareto, trials=tuple(trials), quality_evaluations=sum(1 for v in variants if ev.evaluated(v)),
         seconds=seconds, certificate=outcome.certificate, violations=outcome.violations, closest=closest,
-        spend=ctx.budget.describe(), layerwise=outcome.layerwise, rivals=rivals, ranking_note=ranking_note)
+        spend=ctx.budget.describe(), layerwise=outcome.layerwise, rivals=rivals, ranking_note=ranking_note,
+        failures=tuple(failures))
+
+
+def _failures(ev: Any, variants: Any, trials: list, best_usd: float) -> list[dict]:
+    """Every variant whose pricing raised (its cost is unknown: it could change any answer) or whose
+    evaluation failed (it could change the answer when it is cheaper than the best)."""
+    out = []
+    for v, t in zip(variants, trials):
+        dep = ev.priced(v)
+        if dep is not None and dep.fault:
+            out.append({"variant": v.key, "label": v.label, "stage": "pricing", "error": dep.error, "attempts": 1,
+                        "could_change_answer": True})
+        elif t.state == "failed" and dep is not None and dep.feasible:
+            out.append({"variant": v.key, "label": v.label, "stage": "quality", "error": t.error,
+                        "attempts": ev.failed_attempts(v), "could_change_answer": dep.cost_usd < best_usd})
+    return out
 
 
 def _band(br: Any, usd: float) -> tuple[float, float]:

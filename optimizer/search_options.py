@@ -34,6 +34,12 @@ def _int_at_least_1(owner: str, f: str, v: Any) -> int:
     return v
 
 
+def _int_at_least_0(owner: str, f: str, v: Any) -> int:
+    if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+        raise invalid(owner, f, "an integer >= 0 (later runs that retry a failed evaluation)", described(v))
+    return v
+
+
 def _bool(why: str = "") -> Callable[[str, str, Any], bool]:
     def check(owner: str, f: str, v: Any) -> bool:
         if not isinstance(v, bool):
@@ -140,6 +146,7 @@ RULES: dict[str, Callable[[str, str, Any], Any]] = {
     "max_bytes": _positive,
     "pool": _bool("serve on the cheapest mix of the space's device types"),
     "runtime": _runtime,
+    "retries": _int_at_least_0,
 }
 
 

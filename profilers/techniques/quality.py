@@ -8,6 +8,8 @@ for embeddings.
 
 from __future__ import annotations
 
+import math
+import numbers
 from typing import Any
 
 import torch
@@ -18,7 +20,27 @@ from ..flops import call_model
 from ..workload import Workload
 from .training import output_tensor
 
-__all__ = ["quality", "fidelity"]
+__all__ = ["quality", "fidelity", "check_quality", "BadQuality"]
+
+
+class BadQuality(ValueError):
+    """An evaluation returned something that is not a finite number: a fault, never a measurement."""
+
+
+def check_quality(value: Any, where: str) -> float:
+    """``value`` as a float when it is a finite real number (a Python or NumPy number, or a one-element
+    tensor); otherwise :class:`BadQuality` naming ``where`` and the value. Strings are not coerced
+    ("0.9" is a bug in the evaluation, not a quality), nor are booleans; NaN and infinities are refused."""
+    v = value
+    if isinstance(v, torch.Tensor) and v.numel() == 1 and not v.dtype.is_complex and v.dtype != torch.bool:
+        v = v.item()
+    if isinstance(v, bool) or not isinstance(v, numbers.Real):
+        raise BadQuality(f"{where} returned {value!r} ({type(value).__name__}); allowed: a finite real number")
+    f = float(v)
+    if not math.isfinite(f):
+        raise BadQuality(f"{where} returned {f!r}; allowed: a finite real number (NaN and infinities are faults "
+                         "of the evaluation, never a quality)")
+    return f
 
 
 def quality(model: torch.nn.Module, workload: Workload) -> float:
@@ -28,7 +50,7 @@ def quality(model: torch.nn.Module, workload: Workload) -> float:
                       getattr(workload, "name", type(workload).__name__))
     model.eval()
     with torch.no_grad():
-        return float(workload.evaluate(model))
+        return check_quality(workload.evaluate(model), f"workload {workload.name!r}: evaluate(model)")
 
 
 def fidelity(model: torch.nn.Module, reference: torch.nn.Module, inputs: Any, *, kind: str = "cosine") -> float:
