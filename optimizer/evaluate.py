@@ -119,6 +119,11 @@ class Evaluator:
                 self._quality[key] = (None, f"{err} (failed in {n} runs; not retried: search.retries = "
                                             f"{self.retries})")
 
+    def _cache_problems(self) -> None:
+        """Log (once) every corrupt model-cache file the technique cache found, deleted and rebuilt."""
+        while self.cache.problems:
+            self.log(self.cache.problems.pop(0))
+
     def failed_attempts(self, v: Variant, fidelity: float = 1.0) -> int:
         """Failed attempts at ``v``'s evaluation journaled by earlier runs, plus this run's."""
         key = self.content_key(v, fidelity)
@@ -128,8 +133,11 @@ class Evaluator:
     def content_key(self, v: Variant, fidelity: float = 1.0) -> str:
         """The key of a quality result: base model, workload, seed and the technique configs (a
         lower fidelity has fewer training steps in its configs, hence its own key)."""
+        from profilers.techniques.cache import library_versions
+
         payload = {"model": self.base_fingerprint, "workload": self.workload.name, "seed": self.seed,
-                   "techniques": [to_json_dict(t) for t in self.space.techniques(v, fidelity)]}
+                   "techniques": [to_json_dict(t) for t in self.space.techniques(v, fidelity)],
+                   "versions": library_versions()}
         return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 
     # ---- price: no training -------------------------------------------------------------------
@@ -234,6 +242,7 @@ class Evaluator:
         try:
             model = apply(self.base, self.space.techniques(v), self.workload, structure_only=True, cache=self.cache,
                           seed=self.seed)
+            self._cache_problems()
             train = self.trains_deployed(v)
             # measured on this machine's CPU: the calibration below is against the host's spec
             prof = self._measured(self.content_key(v), lambda: measure(
@@ -306,6 +315,7 @@ class Evaluator:
         try:
             model = apply(self.base, self.space.techniques(v, fidelity), self.workload, cache=self.cache,
                           seed=self.seed)
+            self._cache_problems()
             q: float | None = quality(model, self.workload)  # a finite number, checked (BadQuality otherwise)
         except Exception as e:  # a fault, recorded as one (never a quality); retried by a later run
             import traceback

@@ -198,3 +198,18 @@ def test_a_full_disk_keeps_the_previous_results_and_exits_with_the_error_code(tm
     assert "results.json" in err and "no space left on device" in err and "Traceback" not in err
     assert (out / "results.json").read_text() == before  # never a 0-byte or half-written file
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_zeroed_model_cache_files_are_rebuilt_and_the_answer_is_unchanged(wl, cost_model, clean, tmp_path):
+    kw = dict(min_quality=0.9, method="exhaustive", profile_time_cap_s=0.1)
+    search(wl, SPACE, cost_model, output_dir=tmp_path, **kw)
+    models = list((tmp_path / "models").glob("*.pt"))
+    assert models
+    for p in models:
+        p.write_bytes(b"\0" * p.stat().st_size)
+    (tmp_path / "evaluations.jsonl").unlink()  # evaluate again: the models are read back from the cache
+    logs: list[str] = []
+    res = search(wl, SPACE, cost_model, output_dir=tmp_path, log=logs.append, **kw)
+    assert res.status == "optimal" and res.best.variant == clean.best.variant
+    assert [t.quality for t in res.trials] == [t.quality for t in clean.trials]
+    assert any("checksum mismatch" in m and "rebuilt" in m for m in logs)

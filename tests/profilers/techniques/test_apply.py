@@ -249,7 +249,8 @@ def test_disk_cache_serves_a_fresh_process_cache_without_recomputing(base, wl, t
     seq = [PRUNE, Prune("l1_unstructured", 0.3)]
     first = apply(base, seq, wl, device="cpu", cache=TechniqueCache(tmp_path))
     files = sorted(p.name for p in tmp_path.iterdir())
-    assert len(files) == 2 and all(re.fullmatch(r"[0-9a-f]{64}\.pt", f) for f in files), files  # one per prefix
+    # one model per prefix, each beside its checksum
+    assert len(files) == 4 and all(re.fullmatch(r"[0-9a-f]{64}\.(pt|sha256)", f) for f in files), files
     assert train_calls == [20]
 
     fresh = TechniqueCache(tmp_path)  # as a new process would see it: nothing in memory
@@ -294,7 +295,7 @@ def test_failed_disk_write_leaves_no_temp_file(tmp_path):
         apply(Unpicklable(), Prune("l1_unstructured", 0.5), cache=False, cache_dir=tmp_path)
     except Exception:  # noqa: BLE001 - whether it raises is not what this test checks
         pass
-    assert [p.name for p in tmp_path.iterdir() if p.suffix == ".tmp"] == []
+    assert [p.name for p in tmp_path.iterdir() if p.suffix in (".tmp", ".sha256")] == []
 
 
 def test_no_cache_recomputes(base, wl, train_calls):
@@ -383,3 +384,37 @@ def test_from_json_rejects_what_is_not_a_technique(base, wl):
         from_json({"type": "quantize", "version": 2, "mode": "bf16"})
     with pytest.raises(ConfigError, match=re.escape("Quantize.mode must be one of")):
         from_json({"type": "quantize", "version": 1, "mode": "int2"})  # validation runs on load too
+
+
+@pytest.mark.parametrize("damage", ["zeroed", "truncated", "no checksum", "foreign"])
+def test_a_corrupt_disk_cache_file_is_deleted_and_rebuilt_never_used(base, wl, train_calls, tmp_path, damage):
+    apply(base, PRUNE, wl, device="cpu", cache=TechniqueCache(tmp_path))
+    (pt,) = tmp_path.glob("*.pt")
+    data = pt.read_bytes()
+    if damage == "zeroed":
+        pt.write_bytes(b"\0" * len(data))
+    elif damage == "truncated":
+        pt.write_bytes(data[: len(data) // 2])
+    elif damage == "no checksum":
+        pt.with_suffix(".sha256").unlink()
+    else:  # a loadable file that is not ours: its checksum cannot match
+        torch.save({"not": "a model"}, pt)
+    cache = TechniqueCache(tmp_path)  # a new process: nothing in memory
+    again = apply(base, PRUNE, wl, device="cpu", cache=cache)
+    assert train_calls == [20, 20]  # rebuilt (trained again), not loaded
+    assert len(cache.problems) == 1 and pt.name in cache.problems[0] and "rebuilt" in cache.problems[0]
+    assert "checksum" in cache.problems[0]  # a mismatch, or no checksum file
+    # the rebuilt file is whole again, and the next process loads it
+    fresh = TechniqueCache(tmp_path)
+    for k, v in apply(base, PRUNE, wl, device="cpu", cache=fresh).state_dict().items():
+        assert torch.equal(v, again.state_dict()[k])
+    assert fresh.hits == 1 and not fresh.problems and train_calls == [20, 20]
+
+
+def test_cache_keys_change_with_the_library_versions(monkeypatch):
+    from profilers.techniques import cache as cache_module
+
+    k1 = TechniqueCache.key("fp", [PRUNE], None, 0)
+    versions = dict(cache_module.library_versions(), torch="9.9.9")
+    monkeypatch.setattr(cache_module, "library_versions", lambda: versions)
+    assert TechniqueCache.key("fp", [PRUNE], None, 0) != k1
