@@ -233,6 +233,13 @@ def _run_with_progress(run_search: Any, job: Any, out: Path, args: argparse.Name
     return run
 
 
+def _shown_storage(storage: str) -> str:
+    """A storage as messages show it: a database URL with its password masked."""
+    from .optuna_search import display_url
+
+    return display_url(storage) if "://" in storage else storage
+
+
 def _cmd_search(args: argparse.Namespace) -> int:
     from .jobs import finished_evaluations, run_search
     from .report import write_search_report
@@ -265,7 +272,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
         again = shlex.join(["sigmastar", "search"] + ([args.job] if args.job else [])
                            + (["--output", args.output] if args.output else [])
-                           + (["--storage", args.storage] if args.storage else []))
+                           + (["--storage", _shown_storage(args.storage)] if args.storage else []))
         _err(f"sigmastar search: interrupted ({stop.name}). {n} finished quality evaluation{'s are' if n != 1 else ' is'} saved "
              f"in {out / 'evaluations.jsonl'}" + (" (and the finished trials in the Optuna storage)"
                                                   if job.method in _takes("storage") else "")
@@ -297,8 +304,13 @@ def _cmd_worker(args: argparse.Namespace) -> int:
     if job.method not in _takes("storage"):
         raise ConfigError(f"job.search.method must be one of {', '.join(map(repr, _takes('storage')))} for a worker "
                           f"(workers share an Optuna study); got {job.method!r}.")
+    from .optuna_search import storage_for
+
     out = Path(args.output or job.output)
-    _err(f"sigmastar worker: job {job.name!r} ({path}), study on {args.storage}, evaluations in {out}/")
+    storage = _shown_storage(args.storage)
+    if "://" in args.storage:
+        storage_for(args.storage, None)  # a missing driver or an unreachable database: exit 2 now, not after the build
+    _err(f"sigmastar worker: job {job.name!r} ({path}), study on {storage}, evaluations in {out}/")
     note = _resume_note(out)
     if note:
         _err(note)
@@ -310,14 +322,15 @@ def _cmd_worker(args: argparse.Namespace) -> int:
             run = _run_with_progress(run_search, job, out, args, prog, stop, analyze=False)
     except KeyboardInterrupt:
         prog.close()
-        _err(f"sigmastar worker: interrupted ({stop.name}); finished trials are in the study and "
-             f"{finished_evaluations(out) - before} new evaluations in {out / 'evaluations.jsonl'}")
+        _err(f"sigmastar worker: interrupted ({stop.name}); finished trials are in the study, a trial it was running "
+             f"is marked failed and queued again, and {finished_evaluations(out) - before} new evaluations are in "
+             f"{out / 'evaluations.jsonl'}")
         return stop.code
     prog.close()
     res = run.result
     print(f"worker done: {run.evaluations_after - before} new quality evaluations here; this worker's best: "
           + (f"{res.best.label} on {res.best.device} ({usd(res.best.cost_usd)})" if res.best else "none"))
-    print(f"when every worker is done: sigmastar search {path} --storage {args.storage} --output {out}")
+    print(f"when every worker is done: sigmastar search {path} --storage {storage} --output {out}")
     return 0
 
 
