@@ -23,10 +23,12 @@ default for its (kind, item, tier) unless it says ``default = false``.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import datetime as _dt
 import json
 import re
+import sys
 import tomllib
 from dataclasses import dataclass
 from importlib import resources
@@ -47,6 +49,8 @@ KINDS: dict[str, tuple[tuple[str, ...], str]] = {
     "electricity": (("",), "USD/kWh"),
 }
 TIERS = ("on_demand", "spot", "reserved")
+#: the highest price a row may carry (a billion USD per GPU-hour, device, GB, kWh ...): past any real price
+MAX_USD_PER_UNIT = 1e9
 _DEFAULT_FILES = ("gpu_hour.toml", "purchase.toml", "services.toml")
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 
@@ -69,21 +73,26 @@ class PriceRow:
     notes: str = ""
 
     def __post_init__(self) -> None:
-        if self.kind not in KINDS:
+        if not isinstance(self.kind, str) or self.kind not in KINDS:
             raise invalid("PriceRow", "kind", "one of " + ", ".join(map(repr, KINDS)), self.kind)
-        owner = f"PriceRow[{self.kind} {self.item!r}]"
         if not isinstance(self.item, str) or not self.item:
-            raise invalid(owner, "item", "a non-empty string", self.item)
+            raise invalid(f"PriceRow[{self.kind}]", "item", "a non-empty string", self.item)
+        owner = f"PriceRow[{self.kind} {self.item!r}]"
         tiers, unit = KINDS[self.kind]
         if self.tier not in tiers:
             raise invalid(owner, "tier", "one of " + ", ".join(map(repr, tiers)), self.tier)
         check_non_negative(owner, "usd_per_unit", self.usd_per_unit)
+        if self.usd_per_unit > MAX_USD_PER_UNIT:  # a typo or a unit slip: totals built on it overflow
+            raise invalid(owner, "usd_per_unit", f"a price in [0, {MAX_USD_PER_UNIT:g}] ({unit})", self.usd_per_unit)
         for f in ("source", "date"):
             v = getattr(self, f)
             if not isinstance(v, str) or not v.strip():
                 raise invalid(owner, f, "a non-empty string (every price is dated and sourced)", v)
         if not _DATE.match(self.date):
             raise invalid(owner, "date", "an ISO date YYYY-MM-DD", self.date)
+        for f in ("provider", "unit", "product", "notes"):
+            if not isinstance(getattr(self, f), str):
+                raise invalid(owner, f, "a string", getattr(self, f))
         if not self.unit:
             object.__setattr__(self, "unit", unit)
         if not isinstance(self.default, bool):
@@ -119,13 +128,27 @@ def _rows_from_mapping(data: Mapping[str, Any], origin: str, *, user: bool) -> l
 
 
 def _read_file(path: Path) -> Mapping[str, Any]:
-    text = path.read_text()
+    """A price file's table: UTF-8 (a byte order mark read past), TOML or JSON, a table at the top."""
+    fmt = path.suffix[1:].upper()
     try:
-        if path.suffix.lower() == ".json":
-            return json.loads(text)
-        return tomllib.loads(text)
+        text = path.read_bytes().removeprefix(codecs.BOM_UTF8).decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise ConfigError(f"price file {path} is not UTF-8 text: {e}") from None
+    except OSError as e:
+        raise ConfigError(f"price file {path} cannot be read: {e.strerror or e}") from None
+    try:
+        data = json.loads(text) if fmt == "JSON" else tomllib.loads(text)
     except (tomllib.TOMLDecodeError, json.JSONDecodeError) as e:
-        raise ConfigError(f"price file {path} is not valid {path.suffix[1:].upper()}: {e}") from None
+        raise ConfigError(f"price file {path} is not valid {fmt}: {e}") from None
+    except RecursionError:
+        raise ConfigError(f"price file {path} is not valid {fmt}: arrays or tables nested too deep to read") from None
+    except ValueError:  # int(): a literal past Python's int -> str limit
+        raise ConfigError(f"price file {path} is not valid {fmt}: an integer of more than "
+                          f"{sys.get_int_max_str_digits()} digits") from None
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"price file {path} must hold a table with a 'price' array; got a "
+                          f"{type(data).__name__}.")
+    return data
 
 
 @serializable("cost_models.price_book")

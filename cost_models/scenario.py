@@ -13,9 +13,9 @@ import math
 import tomllib
 from dataclasses import dataclass, field
 from importlib import resources
-from typing import Any, Mapping
+from typing import Any, Iterable, Mapping
 
-from profilers.config import check_choice, check_non_negative, check_positive, invalid, serializable
+from profilers.config import check_choice, check_non_negative, check_positive, invalid, is_number, serializable
 
 __all__ = ["TrainingPlan", "ServingPlan", "DataPlan", "PeoplePlan", "Ownership", "Scenario",
            "TechniqueDefaults", "technique_defaults", "assumption", "HOURS_PER_MONTH", "MAX_HORIZON_MONTHS"]
@@ -112,6 +112,65 @@ def _mapping(owner: str, name: str, value: Any) -> dict[str, float]:
     return out
 
 
+#: sanity bounds, (owner, field) -> (lowest, highest, why): a value past them is a typo or a unit slip, and
+#: the totals computed from it would overflow to inf (or divide by ~0) long before 1e308. Checked after the
+#: field's own rule (sign, type), so a negative value still reads "must be a finite number >= 0"
+_BOUNDS: dict[tuple[str, str], tuple[float, float, str]] = {
+    ("ServingPlan", "avg_requests_per_s"): (0, 1e9, "a billion requests/s is past any service's traffic"),
+    ("ServingPlan", "peak_requests_per_s"): (0, 1e9, "a billion requests/s is past any service's traffic"),
+    ("ServingPlan", "samples_per_request"): (0, 1e9, "samples or tokens per request"),
+    ("ServingPlan", "response_bytes"): (0, 1e12, "bytes per response: at most a terabyte"),
+    ("ServingPlan", "latency_slo_s"): (0, 1e6, "seconds"),
+    ("ServingPlan", "ttft_slo_s"): (0, 1e6, "seconds"),
+    ("ServingPlan", "tpot_slo_s"): (0, 1e6, "seconds"),
+    ("TrainingPlan", "samples_per_epoch"): (0, 1e15, "samples or tokens per epoch: at most a quadrillion"),
+    ("TrainingPlan", "epochs"): (0, 1e6, "epochs per run"),
+    ("TrainingPlan", "tokens_per_sample"): (0, 1e8, "tokens per sample"),
+    ("TrainingPlan", "retrain_every_months"): (1 / HOURS_PER_MONTH, MAX_HORIZON_MONTHS,
+                                               "months: at most one training run an hour"),
+    ("TrainingPlan", "devices"): (1, 1e6, "devices sharing one run"),
+    ("TrainingPlan", "scaling_efficiency"): (0.01, 1, "the fraction of linear speed-up"),
+    ("TrainingPlan", "technique_epochs"): (0, 1e6, "epochs"),
+    ("TrainingPlan", "failures_per_device_hour"): (0, 1e3, "failures per device-hour"),
+    ("TrainingPlan", "restart_hours"): (0, 1e5, "hours"),
+    ("TrainingPlan", "checkpoint_interval_hours"): (1e-3, 1e5, "hours: at most a checkpoint every 3.6 s"),
+    ("TrainingPlan", "checkpoint_bytes_per_parameter"): (1e-3, 1e3, "bytes per parameter"),
+    ("TrainingPlan", "checkpoint_write_gbps_per_device"): (1e-6, 1e6, "GB/s per device"),
+    ("TrainingPlan", "evaluation_fraction"): (0, 0.99, "the fraction of time in evaluation pauses"),
+    ("DataPlan", "labeled_samples"): (0, 1e15, "labels"),
+    ("DataPlan", "usd_per_label"): (0, 1e6, "USD per label"),
+    ("DataPlan", "acquisition_usd"): (0, 1e12, "USD"),
+    ("DataPlan", "preprocessing_usd"): (0, 1e12, "USD"),
+    ("DataPlan", "dataset_gb"): (0, 1e9, "GB: at most an exabyte"),
+    ("DataPlan", "storage_months"): (0, MAX_HORIZON_MONTHS, "months (100 years)"),
+    ("PeoplePlan", "usd_per_hour"): (0, 1e5, "USD per engineer-hour"),
+    ("PeoplePlan", "hours"): (0, 1e7, "engineer-hours"),
+    ("PeoplePlan", "maintenance_hours_per_month"): (0, HOURS_PER_MONTH * 1e3, "engineer-hours per month"),
+    ("Ownership", "purchase_usd"): (0, 1e9, "USD per device"),
+    ("Ownership", "lifetime_years"): (1 / 12, 100, "years: a month to a century"),
+    ("Ownership", "utilization"): (1e-3, 1, "the fraction of the device's hours it is busy"),
+    ("Ownership", "maintenance_fraction_per_year"): (0, 10, "of the purchase price per year"),
+    ("Ownership", "power_watts"): (0, 1e7, "watts per device"),
+    ("Ownership", "pue"): (1, 10, "total facility power / IT power"),
+    ("Ownership", "usd_per_kwh"): (0, 1e3, "USD per kWh"),
+    ("Ownership", "host_vcpus"): (1, 1e5, "vCPUs"),
+}
+
+
+def _check_bounds(plan: Any) -> None:
+    """Each field of ``plan`` (each value, for a mapping) within its :data:`_BOUNDS`."""
+    o = type(plan).__name__
+    for f in dataclasses.fields(plan):
+        b = _BOUNDS.get((o, f.name))
+        v = getattr(plan, f.name)
+        if b is None or v is None:
+            continue
+        lo, hi, why = b
+        for name, x in ([(f"{f.name}[{k!r}]", x) for k, x in v.items()] if isinstance(v, Mapping) else [(f.name, v)]):
+            if not is_number(x) or not lo <= x <= hi:
+                raise invalid(o, name, f"a number in [{lo:.3g}, {hi:.3g}] ({why})", x)
+
+
 def _opt_positive(owner: str, name: str, value: Any) -> None:
     if value is not None:
         check_positive(owner, name, value)
@@ -174,6 +233,7 @@ class TrainingPlan:
         if self.scaling_efficiency > 1:
             raise invalid(o, "scaling_efficiency", "a fraction in (0, 1]", self.scaling_efficiency)
         object.__setattr__(self, "technique_epochs", _mapping(o, "technique_epochs", self.technique_epochs))
+        _check_bounds(self)
 
     @property
     def samples_per_epoch_in_samples(self) -> float:
@@ -247,6 +307,7 @@ class ServingPlan:
         if self.latency_slo_s is not None and self.peak_rps == 0:
             raise invalid(o, "peak_requests_per_s", "> 0 when latency_slo_s is set (an SLO needs traffic)",
                           self.peak_rps)
+        _check_bounds(self)
 
     @property
     def token_level(self) -> bool:
@@ -291,6 +352,7 @@ class DataPlan:
         check_non_negative(o, "dataset_gb", self.dataset_gb)
         if self.storage_months is not None:
             check_non_negative(o, "storage_months", self.storage_months)
+        _check_bounds(self)
 
 
 @serializable("cost_models.people_plan")
@@ -309,6 +371,7 @@ class PeoplePlan:
         object.__setattr__(self, "hours", _mapping(o, "hours", self.hours))
         object.__setattr__(self, "maintenance_hours_per_month",
                            _mapping(o, "maintenance_hours_per_month", self.maintenance_hours_per_month))
+        _check_bounds(self)
 
 
 @serializable("cost_models.ownership")
@@ -353,6 +416,7 @@ class Ownership:
             check_non_negative(o, "usd_per_kwh", self.usd_per_kwh)
         if not isinstance(self.host_vcpus, int) or isinstance(self.host_vcpus, bool) or self.host_vcpus < 1:
             raise invalid(o, "host_vcpus", "an integer >= 1", self.host_vcpus)
+        _check_bounds(self)
 
     @property
     def owns(self) -> bool:
@@ -381,7 +445,10 @@ class Scenario:
         o = "Scenario"
         if not isinstance(self.name, str) or not self.name:
             raise invalid(o, "name", "a non-empty string", self.name)
-        techs = (self.techniques,) if isinstance(self.techniques, str) else tuple(self.techniques)
+        techs = self.techniques
+        if isinstance(techs, (bytes, Mapping)) or not isinstance(techs, (str, Iterable)):
+            raise invalid(o, "techniques", "a list of technique names", techs)
+        techs = (techs,) if isinstance(techs, str) else tuple(techs)
         object.__setattr__(self, "techniques", techs)
         for cls, f in ((TrainingPlan, "training"), (ServingPlan, "serving"), (DataPlan, "data"),
                        (PeoplePlan, "people"), (Ownership, "ownership")):

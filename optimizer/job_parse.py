@@ -10,7 +10,9 @@ being the default for its item), and reading the file (UTF-8, TOML, sane nesting
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
+import sys
 from collections.abc import Mapping
 from importlib import resources
 from pathlib import Path
@@ -19,7 +21,7 @@ from typing import Any
 import tomllib
 
 from cost_models import PriceRow
-from profilers.config import ConfigError, build, check_table, described, relative_to
+from profilers.config import ConfigError, _repr, build, check_table, described, relative_to
 
 from .job_spec import Job
 from .whatif import WhatIf
@@ -33,6 +35,9 @@ MAX_DEPTH = 32
 _TOP = ("name", "kind", "description", "workload", "output", "space", "scenario", "prices", "constraints", "search",
         "whatif", "llm")
 _SEARCH_ONLY = ("space", "constraints", "search", "workload")
+#: byte order marks of encodings a job file is not in (UTF-32's before UTF-16's: they share a prefix)
+_BOMS = ((codecs.BOM_UTF32_LE, "UTF-32"), (codecs.BOM_UTF32_BE, "UTF-32"), (codecs.BOM_UTF16_LE, "UTF-16"),
+         (codecs.BOM_UTF16_BE, "UTF-16"))
 _PRICE_REQUIRED = "present (every price names what it prices, and is dated and sourced)"
 
 
@@ -47,7 +52,7 @@ def _section(name: str) -> dict[str, str]:
 
 
 def _err(path: str, allowed: str, got: Any) -> ConfigError:
-    return ConfigError(f"{path} must be {allowed}; got {described(got)!r}.")
+    return ConfigError(f"{path} must be {allowed}; got {_repr(described(got))}.")
 
 
 def _depth(value: Any) -> int:
@@ -153,9 +158,15 @@ def load_job(path: str | Path) -> Job:
     if not p.is_file():
         raise _err("job.path", "an existing job file (TOML)", str(path))
     try:
-        text = p.read_bytes().decode("utf-8")
+        raw = p.read_bytes()
+    except OSError as e:
+        raise _err("job.path", "a readable job file (TOML)", f"{path} ({e.strerror or e})") from None
+    try:
+        text = raw.removeprefix(codecs.BOM_UTF8).decode("utf-8")  # a UTF-8 byte order mark is read past
     except UnicodeDecodeError as e:
-        raise ConfigError(f"job.path must be a UTF-8 TOML file; got {str(path)!r} ({e}).") from None
+        bom = next((name for bom, name in _BOMS if raw.startswith(bom)), None)
+        hint = f"; it is {bom} (save it as UTF-8)" if bom else ""
+        raise ConfigError(f"job.path must be a UTF-8 TOML file; got {str(path)!r} ({e}{hint}).") from None
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
@@ -163,6 +174,9 @@ def load_job(path: str | Path) -> Job:
     except RecursionError:
         raise ConfigError(f"job.path must be a TOML file with tables and arrays nested at most {MAX_DEPTH} levels "
                           f"deep; got {str(path)!r} (nested too deep to read).") from None
+    except ValueError:  # tomllib's int(): a literal past Python's int -> str limit
+        raise ConfigError(f"job.path must be a valid TOML file; got {str(path)!r} (an integer literal of more "
+                          f"than {sys.get_int_max_str_digits()} digits).") from None
     return parse_job(data, source=p)
 
 

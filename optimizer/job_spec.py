@@ -100,6 +100,8 @@ class Job:
         o = "Job"
         if not isinstance(self.name, str) or not self.name.strip():
             raise invalid(o, "name", "a non-empty string", self.name)
+        if not isinstance(self.source, str):  # read (base_dir) before check_fields runs
+            raise invalid(o, "source", "the path of the job file, or '' (built in Python)", self.source)
         check_choice(o, "kind", self.kind, KINDS)
         if not isinstance(self.output, str):
             raise invalid(o, "output", "a non-empty string", self.output)
@@ -335,7 +337,8 @@ def _layer_choices(v: Any) -> tuple[Any, ...]:
     for i, c in enumerate(v):
         if isinstance(c, Mapping):
             rest = dict(c)
-            cls = types.get(rest.pop("technique", None))
+            tag = rest.pop("technique", None)
+            cls = types.get(tag) if isinstance(tag, str) else None
             if cls is None:
                 raise invalid("Job", f"layer_choices[{i}]", allowed, described(c))
             c = build(cls, rest, where("Job", f"layer_choices[{i}]"))

@@ -28,6 +28,10 @@ from profilers.config import check_choice, check_int, check_list, invalid, seria
 __all__ = ["LLMSpace", "LLMResult", "run_llm", "family_of"]
 
 _BASELINE = ("bf16", "fp16")
+#: sanity bounds of an [llm] table (checked without pricing): GPUs one model is split over, sequences
+#: decoding at once (and an int4 quantization group)
+MAX_TP = 1024
+MAX_BATCH = 65536
 
 
 def _gpu(field_: str, v: Any) -> str:
@@ -40,13 +44,31 @@ def _gpu(field_: str, v: Any) -> str:
 
 
 def _model(field_: str, v: Any) -> str:
+    """A config name, or a config.json path (relative to the job file's folder, kept resolved)."""
     from profilers import llm
+    from profilers.config import ConfigError, resolve_path
 
+    if not isinstance(v, str) or not v.strip():
+        raise invalid("LLMSpace", field_, "a config name (e.g. 'llama-2-7b') or a config.json path", v)
+    p = resolve_path(v)
+    if v.lower() not in llm.CONFIGS and p.is_file():
+        v = str(p.resolve())
     try:
         llm.shape_of(v)
-    except Exception as e:  # noqa: BLE001 - the llm module's message names what is allowed
+    except ConfigError as e:  # the llm module's message names what is allowed
         raise invalid("LLMSpace", field_, str(e).split(" must be ", 1)[-1].split("; got")[0], v) from None
+    except RecursionError:
+        raise invalid("LLMSpace", field_, "a config.json that parses (this one nests too deep to read)", v) from None
+    except Exception as e:  # noqa: BLE001 - a config whose fields do not describe a decoder
+        raise invalid("LLMSpace", field_, f"a decoder's config.json (reading it raised {type(e).__name__}: {e})",
+                      v) from None
     return v
+
+
+def _count(field_: str, v: Any, most: int) -> int:
+    """An integer >= 1, and at most ``most`` (a sanity bound: past it, a typo)."""
+    check_int("LLMSpace", field_, v, 1)
+    return check_int("LLMSpace", field_, v, 1, most)
 
 
 @serializable("llm_space")
@@ -86,9 +108,9 @@ class LLMSpace:
             o, "weights", self.weights, lambda f, v: (check_choice(o, f, v, tuple(llm.FORMATS)), v)[1]))
         object.__setattr__(self, "kv", check_list(
             o, "kv", self.kv, lambda f, v: (check_choice(o, f, v, tuple(llm.KV_DTYPES)), v)[1]))
-        object.__setattr__(self, "tp", check_list(o, "tp", self.tp, lambda f, v: (check_int(o, f, v, 1), v)[1]))
+        object.__setattr__(self, "tp", check_list(o, "tp", self.tp, lambda f, v: _count(f, v, MAX_TP)))
         object.__setattr__(self, "batches", check_list(o, "batches", self.batches,
-                                                       lambda f, v: (check_int(o, f, v, 1), v)[1]))
+                                                       lambda f, v: _count(f, v, MAX_BATCH)))
         object.__setattr__(self, "ownership", check_list(
             o, "ownership", self.ownership, lambda f, v: (check_choice(o, f, v, ("rent", "own")), v)[1]))
         if not isinstance(self.max_quality_loss, (int, float)) or isinstance(self.max_quality_loss, bool) \
@@ -96,7 +118,7 @@ class LLMSpace:
             raise invalid(o, "max_quality_loss", "a fraction in [0, 1) (0.02: at most 2 % worse than fp16)",
                           self.max_quality_loss)
         check_choice(o, "runtime", self.runtime, ("eager", "fused"))
-        check_int(o, "group_size", self.group_size, 1)
+        _count("group_size", self.group_size, MAX_BATCH)
         if not isinstance(self.pool, bool):
             raise invalid(o, "pool", "true or false", self.pool)
 

@@ -54,6 +54,11 @@ class Knob:
     describe: Callable[[Any], str] | None = None
 
 
+#: a sanity bound (checked before anything is built): a variant trains this many steps. (A batch size is
+#: bounded where the workload is known: its inputs must fit the largest device, optimizer.search)
+MAX_STEPS = 10_000_000
+
+
 def knob(default: tuple, **kw: Any) -> Any:
     """A dataclass field that is a search dimension (keyword arguments: those of :class:`Knob`)."""
     return field(default=tuple(default), metadata={"knob": Knob(**kw)})
@@ -133,8 +138,14 @@ class SearchSpace:
             raise invalid(o, "prune_method", "one of " + ", ".join(map(repr, prune_methods)), self.prune_method)
         if not _int_at_least(self.finetune_steps, 0):
             raise invalid(o, "finetune_steps", "an integer >= 0", self.finetune_steps)
+        if self.finetune_steps > MAX_STEPS:
+            raise invalid(o, "finetune_steps", f"an integer in [0, {MAX_STEPS:,}] (training steps per variant)",
+                          self.finetune_steps)
         if not _int_at_least(self.distill_steps, 1):
             raise invalid(o, "distill_steps", "an integer >= 1", self.distill_steps)
+        if self.distill_steps > MAX_STEPS:
+            raise invalid(o, "distill_steps", f"an integer in [1, {MAX_STEPS:,}] (training steps per variant)",
+                          self.distill_steps)
         for i, b in enumerate(self._list("batch_sizes")):
             if not _int_at_least(b, 1):
                 raise invalid(o, f"batch_sizes[{i}]", "an integer >= 1", b)
@@ -153,10 +164,13 @@ class SearchSpace:
 
     def _list(self, name: str) -> tuple:
         v = getattr(self, name)
-        if isinstance(v, (str, bytes)) or not hasattr(v, "__iter__") or len(tuple(v)) == 0:
+        if isinstance(v, (str, bytes, dict)) or not hasattr(v, "__iter__"):
             raise invalid(type(self).__name__, name, "a non-empty list", v)
-        object.__setattr__(self, name, tuple(v))
-        return tuple(v)
+        t = tuple(v)  # once: an iterator would be empty the second time
+        if not t:
+            raise invalid(type(self).__name__, name, "a non-empty list", v)
+        object.__setattr__(self, name, t)
+        return t
 
     def _no_duplicates(self, name: str, values: tuple) -> None:
         for i, v in enumerate(values):

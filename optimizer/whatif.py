@@ -172,8 +172,10 @@ def _model_config(field: str, v: Any) -> str:
             raise invalid(o, field, "a bundled config name (" + ", ".join(names) + ") or an existing config.json "
                           "path", v)
         try:
-            data = json.loads(p.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as e:
+            data = json.loads(p.read_text(encoding="utf-8"))
+        except RecursionError:
+            raise invalid(o, field, "a valid config.json (this one nests too deep to read)", v) from None
+        except ValueError as e:  # not JSON, not UTF-8, or an integer past Python's 4,300-digit limit
             raise invalid(o, field, f"a valid config.json ({e})", v) from None
         resolved = str(p.resolve())
     mt = data.get("model_type") if isinstance(data, dict) else None

@@ -84,6 +84,21 @@ def _repr(v: Any) -> str:
         return repr(v)
     except RecursionError:
         return "a value nested too deeply to show"
+    except ValueError:  # an integer past Python's int -> str limit (4,300 digits), or a value holding one
+        if isinstance(v, int):
+            return _long_int(v)
+        return f"a {type(v).__name__} holding an integer too long to show"
+
+
+def _long_int(v: int) -> str:
+    """``an integer of 5001 digits``: an integer too long for ``str()``, counted without it."""
+    n = abs(v)
+    d = max(1, int(n.bit_length() * 0.30102999566398120))
+    while 10**d <= n:
+        d += 1
+    while d > 1 and 10 ** (d - 1) > n:
+        d -= 1
+    return f"{'a negative' if v < 0 else 'an'} integer of {d} digits"
 
 
 class _Missing:
@@ -112,6 +127,8 @@ def described(value: Any) -> Any:
         return _Described("a table")
     if isinstance(value, (_dt.date, _dt.datetime, _dt.time)):
         return _Described(f"{type(value).__name__} {value.isoformat()}")
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 10_000:
+        return _Described(_long_int(value))  # thousands of digits (str() refuses 4,300+): "an integer of 5001 digits"
     return value
 
 
@@ -420,8 +437,14 @@ def build(cls: type[T], table: Any, path: str | None = None, *, fields: Mapping[
 
 
 def is_number(x: Any) -> bool:
-    """A finite int or float, not a bool: what every numeric config field accepts."""
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    """A finite int or float, not a bool: what every numeric config field accepts (an int too large
+    for a float, past 1.8e308, is not: the cost model computes in floats)."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return False
+    try:
+        return math.isfinite(x)
+    except OverflowError:  # math.isfinite(10**400) converts to float
+        return False
 
 
 def check_positive(owner: str, field: str, value: Any) -> None:

@@ -107,7 +107,7 @@ def test_a_dead_workers_claim_passes_on_and_its_trial_is_failed_and_requeued(tmp
     t0 = time.monotonic()
     with get_heartbeat_thread(heir._trial_id, study._storage):  # the heir's worker is alive: it beats
         assert claim(study, heir, "v", poll_s=0.05, on_stale=lambda: _fail_stale(study), stale_every_s=0.2) is None
-    assert 1.5 <= time.monotonic() - t0 < 10  # it waited for the grace period (2 s), not forever
+    assert time.monotonic() - t0 >= 1.5  # it waited for the grace period (2 s) before taking over
     trials = study.get_trials(deepcopy=False)
     assert trials[dead.number].state == TrialState.FAIL
     (copy,) = [t for t in trials if t.state == TrialState.WAITING]  # RetryHeartbeatStaleTrialCallback
