@@ -23,7 +23,7 @@ from profilers.config import to_json_dict
 
 from .space import SearchSpace, Strategy, Variant
 
-__all__ = ["Deployment", "Evaluator", "journal_row_problem"]
+__all__ = ["Deployment", "Evaluator", "journal_row_problem", "who"]
 
 
 def journal_row_problem(row: dict) -> str | None:
@@ -39,6 +39,14 @@ def journal_row_problem(row: dict) -> str | None:
     if isinstance(q, bool) or not isinstance(q, (int, float)) or not math.isfinite(q):
         return f"quality {q!r} is not a finite number"
     return None
+
+
+def who() -> str:
+    """Who journaled a row (provenance): ``SIGMASTAR_WORKER_ID`` when set, else ``host:pid``."""
+    import os
+    import socket
+
+    return os.environ.get("SIGMASTAR_WORKER_ID", "").strip() or f"{socket.gethostname()}:{os.getpid()}"
 
 
 @dataclass
@@ -331,7 +339,8 @@ class Evaluator:
             from .durable import append_row
 
             append_row(self._journal, {"content": key, "variant": v.key, "fidelity": fidelity, "quality": q,
-                                       "error": err, "seconds": seconds, **({"traceback": tb} if tb else {})})
+                                       "error": err, "seconds": seconds, "at": round(time.time(), 3), "worker": who(),
+                                       **({"traceback": tb} if tb else {})})
         at = "" if fidelity >= 1 else f" at fidelity {fidelity:g}"
         self.log(f"quality {v.key}{at}: {q if q is not None else 'failed: ' + err}")
         if self.on_evaluation is not None:

@@ -35,6 +35,11 @@ Several runs and workers on one study (``sigmastar worker``, docs/distributed.md
   (:func:`claim`): the lowest-numbered live (RUNNING) trial of a variant trains it; a later one
   waits for its outcome and takes it (user attr ``duplicate_of``). A claim is only as alive as its
   trial: a killed worker's trial stops beating and is failed, and the claim passes on.
+* **the baseline first**: a study's first trial is the baseline (the variant with every knob at
+  level 0, the model as trained; ``enqueue_trial``, user attr ``baseline``), so the savings are
+  priced against a measured baseline that went through the claims like any trial (measured once
+  however many workers finish at once) and the samplers start from it. It is never skipped as
+  dearer than the best so far.
 * **heartbeats**: trials beat every ``SIGMASTAR_HEARTBEAT_INTERVAL_S`` seconds (default 10) on RDB
   storages (Optuna's ``RDBStorage(heartbeat_interval, grace_period, heartbeat_stale_trial_callback)``)
   and on journal files (:func:`heartbeat_journal_storage`, the same interface). A trial silent for
@@ -54,7 +59,6 @@ import hashlib
 import json
 import math
 import os
-import socket
 import time
 import warnings
 from pathlib import Path
@@ -91,10 +95,9 @@ def study_name(workload: Any, space: Any, cost_model: Any, min_quality: float, m
 def worker_identity(shared: bool) -> str:
     """Who runs trials: ``SIGMASTAR_WORKER_ID`` when set, else ``host:pid`` on a shared storage, else
     "" (a run on its own output folder's journal: the folder lock makes it the only one)."""
-    given = os.environ.get("SIGMASTAR_WORKER_ID", "").strip()
-    if given:
-        return given
-    return f"{socket.gethostname()}:{os.getpid()}" if shared else ""
+    from .evaluate import who
+
+    return who() if shared or os.environ.get("SIGMASTAR_WORKER_ID", "").strip() else ""
 
 
 def run_seed(seed: int, n_trials: int, identity: str) -> int:
@@ -453,6 +456,12 @@ def run_optuna(ev: Any, variants: Sequence[Any], make_sampler: Callable[[int], A
     study.sampler.before_trial = track
     remaining = None if n_trials is None else max(0, n_trials - counted(study))
     interval, grace = heartbeat_settings()
+    base = variants[0] if variants and not any(variants[0].knobs) else None
+    if base is not None and remaining != 0 and not ev.evaluated(base) and ev.price(base).feasible and \
+            not any(t.user_attrs.get("variant") == base.key for t in study.get_trials(deepcopy=False)):
+        # labelled at creation, so a claim sees the variant from the moment a worker takes the trial
+        study.enqueue_trial(dict(zip(knob_names, base.knobs)), user_attrs={"variant": base.key, "baseline": True},
+                            skip_if_exists=True)
 
     def stop_reason(fidelity: float = 1.0) -> str | None:
         return budget.exhausted(ev.quality_calls, ev.mean_seconds(fidelity))
@@ -533,7 +542,7 @@ def run_optuna(ev: Any, variants: Sequence[Any], make_sampler: Callable[[int], A
                 trial.set_user_attr("error", dep.error or "no feasible deployment")
                 trial.set_constraint("quality", 1.0)  # infeasible: nothing meets the scenario
                 raise RuntimeError(dep.error or f"{v.key}: no feasible deployment")
-            if single and skip_dearer and not ev.evaluated(v):
+            if single and skip_dearer and not ev.evaluated(v) and not trial.user_attrs.get("baseline"):
                 best = _best_feasible(trial.study, min_quality)
                 if dep.cost_usd >= best:
                     trial.set_user_attr("pruned", f"not trained: its cost {usd(dep.cost_usd)} cannot beat the best "

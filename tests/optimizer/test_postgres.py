@@ -6,10 +6,10 @@ PostgreSQL server binaries are installed; otherwise these tests are skipped. Eac
 database (created and dropped here). Heartbeats every second and a 3 s grace period
 (SIGMASTAR_HEARTBEAT_INTERVAL_S / _GRACE_S) keep the killed worker's trial short-lived.
 
-Checked: no variant trained twice (rows of the shared evaluations.jsonl per content key; at most
-one duplicate per 100 trials is tolerated and the count is printed), no trial left RUNNING, every
-worker its own seed, and the answer of `sigmastar search --storage` over the study equals a
-one-worker run's.
+Checked: no variant trained twice (rows of the shared evaluations.jsonl per content key; the
+issue's tolerance, one duplicate per 100 trials, is 0 at this size; the count is printed), no
+trial left RUNNING, every worker its own seed, and the answer of `sigmastar search --storage` over
+the study equals a one-worker run's.
 """
 
 from __future__ import annotations
@@ -74,9 +74,27 @@ def _study(url: str):
     return optuna.load_study(study_name=name, storage=storage), storage
 
 
+def _rows(out: Path) -> list[dict]:
+    return [json.loads(line) for line in (out / "evaluations.jsonl").read_text().splitlines() if line.strip()]
+
+
 def _duplicates(out: Path) -> int:
-    rows = [json.loads(line) for line in (out / "evaluations.jsonl").read_text().splitlines() if line.strip()]
-    return sum(n - 1 for n in Counter(r["content"] for r in rows).values())
+    return sum(n - 1 for n in Counter(r["content"] for r in _rows(out)).values())
+
+
+def _explain(out: Path, trials: list) -> str:
+    """What a duplicated training looked like: its journal rows and every trial of its variant."""
+    rows = _rows(out)
+    twice = {k for k, n in Counter(r["content"] for r in rows).items() if n > 1}
+    lines = [f"row {r['variant']} by {r.get('worker')} at {r.get('at')}" for r in rows if r["content"] in twice]
+    names = {r["variant"] for r in rows if r["content"] in twice}
+    keys = ("worker", "training", "duplicate_of", "waiting_for", "retry_of", "unfinished", "error", "pruned")
+    for t in trials:
+        if t.user_attrs.get("variant") in names:
+            lines.append(f"trial {t.number} (id {t._trial_id}) {t.state.name} {t.datetime_start}..{t.datetime_complete} "
+                         + " ".join(f"{k}={t.user_attrs[k]!r}" for k in keys if k in t.user_attrs)
+                         + f" system={ {k: v for k, v in t.system_attrs.items() if 'fail' in k or 'retr' in k} }")
+    return "\n".join(lines)
 
 
 def _search_answer(job: Path, url: str, out: Path) -> str:
@@ -128,6 +146,7 @@ def test_three_workers_one_killed_train_each_variant_once_and_agree_with_one_wor
     trials = study.get_trials(deepcopy=False)
     running = [t.number for t in trials if t.state == optuna.trial.TrialState.RUNNING]
     dup = _duplicates(out)
+    explained = _explain(out, trials) if dup else ""
     seeds = {t.user_attrs["worker"]: t.user_attrs["seed"] for t in trials if "seed" in t.user_attrs}
     took = sum(1 for t in trials if "duplicate_of" in t.user_attrs)  # waited on a claim, took its result
     killed = [(t.number, t.state.name) for t in trials if t.number in held]
@@ -149,12 +168,12 @@ def test_three_workers_one_killed_train_each_variant_once_and_agree_with_one_wor
               f"claimed variant's result, {dup} trained twice ({100 * dup / len(trials):.1f} per 100 trials), "
               f"{len(running)} left RUNNING, answer {answer}; "
               f"1 worker: {len(trials1)} trials, {dup1} trained twice, {len(running1)} left RUNNING, answer "
-              f"{answer1}; equal: {answer == answer1}")
+              f"{answer1}; equal: {answer == answer1}" + (f"\n{explained}" if explained else ""))
     assert held, "the killed worker held no running trial: the kill came too late to test the heartbeat"
     assert not running and not running1
-    # the issue's target is <= 1 duplicate per 100 trials; one known race remains (a re-queued copy of the
-    # killed trial taken within milliseconds of another worker sampling its variant), seen once in 27
-    # trials on a loaded machine: at most one per run is tolerated here, and the count is printed above
-    assert dup <= max(1, len(trials) // 100) and dup1 == 0
+    # the target: at most one duplicated training per 100 trials (0 at this size). The race once seen here
+    # (every worker measuring the baseline for its summary at the same moment) is gone: the baseline is
+    # the study's first trial and goes through the claims; _explain prints what a duplicate looked like
+    assert dup <= len(trials) // 100 and dup1 == 0, explained
     assert len(set(seeds.values())) == 3 and set(seeds) == {"w0", "w1", "w2"}
     assert answer == answer1
