@@ -150,6 +150,8 @@ def signal_rows(methods: list[str], work: Path) -> list[dict]:
             after = journal_rows(out)
             dup = sum(n - 1 for n in Counter(r["content"] for r in after).values() if n > 1)
             best, status = best_of(out)
+            if rc1 != {"kill -9": -9, "SIGTERM": 143, "Ctrl-C": 130}[name]:
+                print(f"  {name}: unexpected exit {rc1}; its stderr ends:\n{err1[-2000:]}", flush=True)
             rows.append({"method": method, "fault": name, "exit": rc1, "expected_exit": {"kill -9": -9, "SIGTERM": 143,
                                                                                           "Ctrl-C": 130}[name],
                          "journaled": len(before), "lost": max(0, len(before) - reused), "duplicated": dup,

@@ -419,6 +419,17 @@ def _settle_interrupted(study: Any, mine: Sequence[int], reason: str) -> None:
             study.enqueue_trial(dict(t.params), user_attrs={"retry_of": t.number})
 
 
+def _interrupt_behind(e: BaseException) -> bool:
+    """Whether ``e`` is a KeyboardInterrupt or was raised while handling one (its context chain)."""
+    seen: set[int] = set()
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def run_optuna(ev: Any, variants: Sequence[Any], make_sampler: Callable[[int], Any], single: bool,
                min_quality: float, *, n_trials: int | None, budget: Any, storage: Any, name: str,
                progress: Callable | None, seed: int = 0, identity: str = "", private: bool = False,
@@ -586,12 +597,16 @@ def run_optuna(ev: Any, variants: Sequence[Any], make_sampler: Callable[[int], A
                        "queued again")
                 remaining = None if n_trials is None else max(0, n_trials - counted(study))
                 continue
-            reason = "interrupted (Ctrl-C)" if isinstance(e, KeyboardInterrupt) else \
-                f"interrupted ({type(e).__name__}: {e})"
+            interrupt = _interrupt_behind(e)
+            reason = "interrupted (Ctrl-C)" if interrupt else f"interrupted ({type(e).__name__}: {e})"
             try:
                 _settle_interrupted(study, mine, reason)
             except Exception:  # noqa: BLE001 - the storage may be what failed: the heartbeat settles it then
                 pass
+            if interrupt and not isinstance(e, KeyboardInterrupt):
+                # Ctrl-C or SIGTERM inside Optuna's tell can surface as another error raised while handling
+                # it (seen: UnboundLocalError from optuna.study._optimize._run_trial): still an interrupt
+                raise KeyboardInterrupt(str(e)) from e
             raise
     return study
 

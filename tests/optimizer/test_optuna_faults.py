@@ -185,6 +185,25 @@ def test_an_interrupt_outside_the_objective_leaves_no_trial_running(wl, cost_mod
     assert not last.params  # nothing was sampled: nothing to re-queue
 
 
+def test_an_interrupt_inside_optunas_tell_stays_an_interrupt(wl, cost_model, resumed, tmp_path, monkeypatch):
+    """Ctrl-C/SIGTERM landing in Optuna's tell: optuna.study._optimize._run_trial's ``finally`` then
+    raises UnboundLocalError while handling it (seen from the fault benchmark: exit 1 with a
+    traceback instead of 143). The search still raises KeyboardInterrupt and leaves no trial RUNNING."""
+    from optuna.study import _optimize
+
+    out = tmp_path / "out"
+    shutil.copytree(resumed[0], out)
+
+    def interrupted(**kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(_optimize, "_tell_with_warning", interrupted)
+    with pytest.raises(KeyboardInterrupt) as info:
+        search(wl, SPACE, cost_model, method="random", n_trials=7, output_dir=out, **KW)
+    assert isinstance(info.value.__cause__, UnboundLocalError)  # what Optuna 5.0 raises instead
+    assert not [t for t in _journal_study(out).get_trials() if t.state == TrialState.RUNNING]
+
+
 def test_sigterm_mid_trial_leaves_no_trial_running_and_a_trial_left_running_is_retried(resumed, tmp_path,
                                                                                       monkeypatch, capsys):
     from optimizer.cli import main
