@@ -16,7 +16,20 @@ from profilers.render import fmt_num, table, usd
 
 from .space import Strategy
 
-__all__ = ["SearchResult", "InfeasibleError", "Trial"]
+__all__ = ["SearchResult", "InfeasibleError", "Trial", "RunSource"]
+
+
+@dataclass(frozen=True)
+class RunSource:
+    """What produced a result in this process (not saved with it): the workload, space and cost
+    model as the user gave them, the seed, and the output folder (its model cache). Attached by
+    :func:`optimizer.search` (``result.source``); None on a result loaded from JSON."""
+
+    workload: Any
+    space: Any
+    cost_model: Any
+    seed: int = 0
+    output_dir: Path | None = None
 
 
 @serializable("trial")
@@ -111,6 +124,17 @@ class SearchResult:
         import pandas as pd
 
         return pd.DataFrame([t.__dict__ for t in self.trials])
+
+    @property
+    def source(self) -> RunSource | None:
+        """The workload, space and cost model of the search that returned this result (None when
+        the result was loaded from JSON)."""
+        return self.__dict__.get("_source")
+
+    def with_source(self, source: RunSource) -> "SearchResult":
+        """This result, remembering ``source`` (not a field: not compared, not saved)."""
+        object.__setattr__(self, "_source", source)
+        return self
 
     # ---- export -------------------------------------------------------------------------------
     def to_json(self, **kw: Any) -> str:

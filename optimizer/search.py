@@ -27,7 +27,7 @@ from .budget import SearchBudget
 from .durable import FolderLock
 from .evaluate import Evaluator
 from .methods import OPTIONS, Outcome, SearchContext, get_method
-from .result import InfeasibleError, SearchResult, Trial
+from .result import InfeasibleError, RunSource, SearchResult, Trial
 from .search_options import check_search_options
 from .space import SearchSpace, Variant
 
@@ -116,6 +116,7 @@ def search(workload: Any, space: SearchSpace, cost_model: Any, *, min_quality: f
     budget = SearchBudget.for_search(cost_model, timeout_s=timeout_s, max_evaluations=max_evaluations,
                                      budget_usd=budget_usd, usd_per_hour=usd_per_hour)
     out = Path(output_dir) if output_dir is not None else None
+    source = RunSource(workload=workload, space=space, cost_model=cost_model, seed=seed, output_dir=out)
     # an output folder is one search's, or shared by the workers of one study (a shared storage: their
     # journal appends are locked, and evaluations are keyed by content); a second search there is refused
     with FolderLock(out, command=f"search(method={method!r})") if out is not None and storage is None \
@@ -132,6 +133,7 @@ def search(workload: Any, space: SearchSpace, cost_model: Any, *, min_quality: f
         result = _assemble(ctx, cls.name, outcome, time.perf_counter() - t0)
         if minimize:
             result = result.flipped()
+        result = result.with_source(source)
         if out is not None:
             result.save(out / "results.json")
         if result.best is None and raise_infeasible:
