@@ -11,7 +11,9 @@ two batches) and compares with the same job run without faults:
   the exit status, finished evaluations journaled before the signal and not reused on resume
   ("lost"), evaluations run twice for one content key ("duplicated"), Optuna trials left RUNNING in
   the study journal, and whether the final answer equals the fault-free one;
-* in one process (the Python API): a transient evaluator failure (raises once), a NaN quality, zeroed
+* in one process (the Python API): a transient evaluator failure (raises once: with the default
+  ``on_error="raise"`` the search stops with it, then resumes; with "skip" it is recorded and the
+  status says "incomplete"), a NaN quality, zeroed
   model-cache files, a read-only model cache (every cache write raises PermissionError) and a full
   disk when results.json is written (os.replace raises ENOSPC). Counted: status, whether a wrong
   answer was labelled certified, and the answer after the fault is gone.
@@ -212,9 +214,22 @@ def in_process_rows(work: Path) -> list[dict]:
         print(f"  {rows[-1]}", flush=True)
 
     # on the variant the fault-free search answers with: the fault could change the answer
-    for fault, value in (("evaluator raises once", RuntimeError("transient")), ("NaN quality once", float("nan"))):
-        out = work / fault.replace(" ", "-")
-        res = search(once(value), space, cm, output_dir=out, **kw)
+    out = work / "evaluator-raises-default"
+    try:  # the default (on_error="raise"): the search stops with the user's error, finished work kept
+        search(once(RuntimeError("transient")), space, cm, output_dir=out, **kw)
+        stopped = "finished (not stopped)"
+    except Exception as e:  # noqa: BLE001 - the benchmark reports what came out
+        stopped = f"stopped: {type(e).__name__}"
+    kept = len(journal_rows(out))
+    again = search(wl, space, cm, output_dir=out, **kw)
+    rows.append({"fault": "evaluator raises once (on_error='raise', the default)", "status": stopped,
+                 "failures": 0, "wrong": False, "status_after": f"{again.status} ({kept} finished kept)",
+                 "answer_equal_after": bool(again.best and again.best.variant == truth.best.variant)})
+    print(f"  {rows[-1]}", flush=True)
+    for fault, value, on_error in (("evaluator raises once (on_error='skip')", RuntimeError("transient"), "skip"),
+                                   ("NaN quality once", float("nan"), "raise")):
+        out = work / fault.split(" (")[0].replace(" ", "-")
+        res = search(once(value), space, cm, output_dir=out, on_error=on_error, **kw)
         record(fault, res, search(wl, space, cm, output_dir=out, **kw))
 
     out = work / "zeroed-cache"

@@ -19,11 +19,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from profilers.config import to_json_dict
+from profilers.config import SigmastarError, to_json_dict
 
 from .space import SearchSpace, Strategy, Variant
 
-__all__ = ["Deployment", "Evaluator", "journal_row_problem", "who"]
+__all__ = ["Deployment", "Evaluator", "EvaluationStopped", "journal_row_problem", "who", "ON_ERROR"]
+
+#: what a search does when the workload's own ``evaluate(model)`` raises: "raise" stops it with that
+#: error (finished work kept), "skip" records the variant as failed and goes on (status "incomplete"
+#: when it could change the answer)
+ON_ERROR = ("raise", "skip")
 
 
 def journal_row_problem(row: dict) -> str | None:
@@ -39,6 +44,11 @@ def journal_row_problem(row: dict) -> str | None:
     if isinstance(q, bool) or not isinstance(q, (int, float)) or not math.isfinite(q):
         return f"quality {q!r} is not a finite number"
     return None
+
+
+class EvaluationStopped(SigmastarError):
+    """The search stopped because the workload's ``evaluate(model)`` raised (``on_error="raise"``);
+    ``__cause__`` is the user's exception, with its traceback. Finished evaluations are kept."""
 
 
 def who() -> str:
@@ -79,8 +89,9 @@ class Evaluator:
     def __init__(self, workload: Any, space: SearchSpace, cost_model: Any, *, seed: int = 0,
                  output_dir: str | Path | None = None, profile_time_cap_s: float = 0.5,
                  log: Callable[[str], None] | None = None, on_evaluation: Callable | None = None,
-                 pool: bool = False, runtime: str = "eager", retries: int = 2) -> None:
+                 pool: bool = False, runtime: str = "eager", retries: int = 2, on_error: str = "raise") -> None:
         self.workload, self.space, self.cost_model, self.seed = workload, space, cost_model, seed
+        self.on_error = on_error  # see ON_ERROR
         self.pool = pool  # price a pool of the space's device types for serving (optimizer.pool)
         self.runtime = runtime  # how the models run on a GPU (profilers.project)
         self.output_dir = Path(output_dir) if output_dir is not None else None
@@ -320,6 +331,7 @@ class Evaluator:
 
         t0 = time.perf_counter()
         err = tb = ""
+        stop: BaseException | None = None
         try:
             model = apply(self.base, self.space.techniques(v, fidelity), self.workload, cache=self.cache,
                           seed=self.seed)
@@ -329,6 +341,10 @@ class Evaluator:
             import traceback
 
             q, err, tb = None, f"{type(e).__name__}: variant {v.key}: {e}", traceback.format_exc(limit=-8)
+            from profilers.techniques.quality import EvaluateError
+
+            if isinstance(e, EvaluateError) and self.on_error == "raise":
+                stop = e
         seconds = time.perf_counter() - t0
         if q is None:
             self._failed_now.add(key)
@@ -345,6 +361,12 @@ class Evaluator:
         self.log(f"quality {v.key}{at}: {q if q is not None else 'failed: ' + err}")
         if self.on_evaluation is not None:
             self.on_evaluation(v, q, fidelity, err)
+        if stop is not None:
+            kept = f"finished evaluations are kept in {self._journal}; run it again to resume" if self._journal \
+                else "give search(output_dir=...) to keep finished evaluations across runs"
+            raise EvaluationStopped(f"the search stopped: variant {v.label!r} ({v.key}): {stop}. Its traceback is "
+                                    f"above. {kept[0].upper() + kept[1:]}. To fix: correct evaluate(), or pass "
+                                    "on_error='skip' to record failing variants and go on.") from stop.__cause__
         return q
 
     def mean_seconds(self, fidelity: float = 1.0) -> float:

@@ -35,7 +35,7 @@ __all__ = ["KINDS", "MAX_SEED", "Job", "search_method_names"]
 KINDS = ("search", "whatif", "llm")
 #: the search() keywords every method takes (the others are each method's ``options``)
 _EVERY_METHOD = ("timeout_s", "max_evaluations", "budget_usd", "usd_per_hour", "seed", "profile_time_cap_s", "pool",
-                 "runtime", "retries")
+                 "runtime", "retries", "on_error")
 
 
 def search_method_names() -> tuple[str, ...]:
@@ -91,6 +91,7 @@ class Job:
     pool: bool = field(default=False, metadata={"path": "search.pool"})
     runtime: str = field(default="eager", metadata={"path": "search.runtime"})
     retries: int = field(default=2, metadata={"path": "search.retries"})
+    on_error: str = field(default="raise", metadata={"path": "search.on_error"})
     output: str = ""
     whatif: WhatIf | None = None
     llm: Any = None  # optimizer.llm_search.LLMSpace (kind "llm")

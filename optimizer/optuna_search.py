@@ -67,6 +67,7 @@ from typing import Any, Callable, ClassVar, Sequence
 from profilers.config import invalid, to_json_dict
 from profilers.render import usd
 
+from .evaluate import EvaluationStopped
 from .methods import Outcome, SearchContext, SearchMethod, register_method
 
 __all__ = ["PRUNERS", "make_pruner", "rungs", "run_optuna", "study_name", "storage_for", "counted", "claim",
@@ -578,7 +579,14 @@ def run_optuna(ev: Any, variants: Sequence[Any], make_sampler: Callable[[int], A
         except KeyboardInterrupt:
             trial.set_user_attr("unfinished", "interrupted (Ctrl-C)")
             raise
+        except EvaluationStopped as e:  # the user's evaluate() raised: every worker of this run stops
+            trial.set_user_attr("unfinished", f"the search stopped: {e.__cause__!r}")
+            stopped.append(e)
+            trial.study.stop()
+            raise
         return dep.cost_usd if single else (dep.cost_usd, q)
+
+    stopped: list[EvaluationStopped] = []
 
     def cap(study: Any, trial: Any) -> None:  # every worker stops once the study has its trials
         if (n_trials is not None and counted(study) >= n_trials) or stop_reason():
@@ -588,6 +596,8 @@ def run_optuna(ev: Any, variants: Sequence[Any], make_sampler: Callable[[int], A
         timeout = None if budget.timeout_s is None else max(0.0, budget.timeout_s - budget.elapsed_s)
         try:
             study.optimize(objective, n_trials=remaining, timeout=timeout, catch=(Exception,), callbacks=[cap])
+            if stopped:
+                raise stopped[0]
             break
         except BaseException as e:
             if isinstance(e, ValueError) and str(e).startswith("Cannot tell a"):

@@ -50,7 +50,8 @@ def search(workload: Any, space: SearchSpace, cost_model: Any, *, min_quality: f
            skip_dearer: bool | None = None, storage: Any = None, layer_choices: Sequence[Any] | None = None,
            max_bytes: float | None = None, pool: bool = False, runtime: str = "eager",
            output_dir: str | Path | None = None, seed: int = 0,
-           profile_time_cap_s: float = 0.5, retries: int = 2, progress: Callable | None = None, log: Callable[[str], None] | None = None,
+           profile_time_cap_s: float = 0.5, retries: int = 2, on_error: str = "raise", progress: Callable | None = None,
+           log: Callable[[str], None] | None = None,
            on_evaluation: Callable | None = None, raise_infeasible: bool = True) -> SearchResult:
     """Find the cheapest strategy whose measured quality is at least ``min_quality``.
 
@@ -79,9 +80,15 @@ def search(workload: Any, space: SearchSpace, cost_model: Any, *, min_quality: f
     the served model runs on a GPU, ``"eager"`` (PyTorch eager, the default) or ``"fused"``
     (TensorRT / torch.compile); see :func:`profilers.project`.
 
-    Faults (:mod:`optimizer.evaluate`): an evaluation that raises or returns a NaN, infinite or
-    non-numeric quality is recorded as failed with its reason and traceback (in the output folder's
-    journal), never as a quality; a later run of the same search retries it, up to ``retries``
+    Before anything is evaluated, every technique of the space is checked against what the
+    workload offers (``SearchSpace.missing``): one error lists everything missing and how to supply it.
+
+    Faults (:mod:`optimizer.evaluate`): when the workload's own ``evaluate(model)`` raises, the search
+    stops with :class:`~optimizer.evaluate.EvaluationStopped` (its cause is the user's exception,
+    with its traceback; finished evaluations are kept) unless ``on_error="skip"``. With "skip", and
+    for every other fault (a technique or pricing that raises, a NaN, infinite or non-numeric
+    quality), the variant is recorded as failed with its reason and traceback (in the output
+    folder's journal), never as a quality; a later run of the same search retries it, up to ``retries``
     times. When a failed evaluation or pricing could change the answer (the variant is cheaper than
     the best, or its price is unknown), the status is ``"incomplete"`` and ``failures`` says which
     variants and why.
@@ -105,10 +112,18 @@ def search(workload: Any, space: SearchSpace, cost_model: Any, *, min_quality: f
     if not isinstance(min_quality, (int, float)) or isinstance(min_quality, bool) or not math.isfinite(min_quality):
         raise invalid("search", "min_quality", "a finite number", min_quality)
     workload.check_target("search", "min_quality", min_quality)
+    missing = space.missing(workload)
+    if missing:  # before anything is evaluated: one error with everything to supply
+        from profilers.config import ConfigError
+
+        raise ConfigError(f"search.space must hold only techniques that workload {workload.name!r} can run; "
+                          f"got {len(missing)} that cannot (nothing was evaluated):\n  - " + "\n  - ".join(missing)
+                          + "\nTo fix: supply what is named, or leave those values out of the space.")
     kw = dict(n_trials=n_trials, timeout_s=timeout_s, max_evaluations=max_evaluations, budget_usd=budget_usd,
               usd_per_hour=usd_per_hour, fidelities=fidelities, pruner=pruner, prune_margin=prune_margin,
               skip_dearer=skip_dearer, seed=seed, profile_time_cap_s=profile_time_cap_s, storage=storage,
-              layer_choices=layer_choices, max_bytes=max_bytes, pool=pool, runtime=runtime, retries=retries)
+              layer_choices=layer_choices, max_bytes=max_bytes, pool=pool, runtime=runtime, retries=retries,
+              on_error=on_error)
     cls.check_options({k: v for k, v in kw.items() if k in OPTIONS and v is not None})  # the method's own options
     opts = check_search_options("search", kw)
     given = {k: v for k, v in opts.items() if k in OPTIONS}
@@ -125,7 +140,8 @@ def search(workload: Any, space: SearchSpace, cost_model: Any, *, min_quality: f
         if minimize:  # searched as its negation (every method maximizes quality); reported in its own sign
             workload, min_quality = _negated(workload), -min_quality
         ev = Evaluator(workload, space, cost_model, seed=seed, output_dir=out, profile_time_cap_s=profile_time_cap_s,
-                       log=log, on_evaluation=on_evaluation, pool=pool, runtime=runtime, retries=opts["retries"])
+                       log=log, on_evaluation=on_evaluation, pool=pool, runtime=runtime, retries=opts["retries"],
+                       on_error=opts["on_error"])
         ctx = SearchContext(ev=ev, variants=space.variants(), min_quality=float(min_quality), budget=budget,
                             workload=workload, cost_model=cost_model, seed=seed, output_dir=out, options=given,
                             progress=progress)

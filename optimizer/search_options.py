@@ -128,6 +128,15 @@ def _layer_choices(owner: str, f: str, v: Any) -> tuple:
     return check_layer_choices(v, owner, f)
 
 
+def _on_error(owner: str, f: str, v: Any) -> str:
+    from .evaluate import ON_ERROR
+
+    if v not in ON_ERROR:
+        raise invalid(owner, f, "'raise' (stop the search when evaluate() raises, with its traceback) or 'skip' "
+                      "(record the variant as failed and go on)", described(v))
+    return v
+
+
 #: option -> check(owner, field, value) -> the value to keep
 RULES: dict[str, Callable[[str, str, Any], Any]] = {
     "n_trials": _int_at_least_1,
@@ -147,6 +156,7 @@ RULES: dict[str, Callable[[str, str, Any], Any]] = {
     "pool": _bool("serve on the cheapest mix of the space's device types"),
     "runtime": _runtime,
     "retries": _int_at_least_0,
+    "on_error": _on_error,
 }
 
 

@@ -223,6 +223,20 @@ class SearchSpace:
         as each technique config declares them (``cost_key``)."""
         return tuple(dict.fromkeys(t.cost_key for t in self.techniques(v)))
 
+    def missing(self, workload: Any) -> list[str]:
+        """Everything ``workload`` lacks for the techniques of this space, one line per knob value
+        and need (``Technique.missing``), e.g. ``prune_amount=0.5 (Prune structured 50 %): needs
+        training data: ...``; [] when every variant can be built."""
+        lines = []
+        for name, k in self.knob_fields():
+            for value in getattr(self, name):
+                if value == k.off:
+                    continue
+                t = k.technique(self, value)
+                for need in t.missing(workload):
+                    lines.append(f"{name}={value!r} ({t.short_label()}): needs {need}")
+        return lines
+
     def trains(self, v: "Variant") -> bool:
         """Whether producing ``v`` trains (so a lower fidelity is cheaper than the full evaluation)."""
         return any(t.trains for t in self.techniques(v))

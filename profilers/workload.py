@@ -92,6 +92,14 @@ class Workload:
                 raise invalid("Workload", "quality_range", "None or (low, high): two finite numbers, low < high", qr)
             object.__setattr__(self, "quality_range", (float(qr[0]), float(qr[1])))
 
+    @staticmethod
+    def from_model(model: Any, evaluate: Callable[[Any], float], **kw: Any) -> "Workload":
+        """The workload of your own model, evaluation function and example inputs (keyword
+        arguments: those of :func:`profilers.own_model.from_model`)."""
+        from .own_model import from_model
+
+        return from_model(model, evaluate, **kw)
+
     def check_target(self, owner: str, field: str, target: float) -> None:
         """:func:`check_quality_target` with this workload's range, metric and name."""
         check_quality_target(owner, field, target, self.quality_range, self.quality_metric, self.name)

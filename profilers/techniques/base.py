@@ -75,6 +75,14 @@ class Technique:
         """Whether applying it runs training steps (so a lower fidelity is cheaper)."""
         return False
 
+    def missing(self, workload: Workload) -> tuple[str, ...]:
+        """What ``workload`` lacks for this technique to run, each item saying how to supply it
+        (() when nothing): checked for a whole search space before anything is evaluated. A
+        technique that trains needs training data (``Workload.train_batch``); subclasses add theirs."""
+        if self.trains and workload.train_batch is None:
+            return ("training data: Workload(train_batch=...), or optimize(..., train_data=a DataLoader)",)
+        return ()
+
     def at_fidelity(self, fidelity: float) -> "Technique":
         """A copy with its training steps scaled by ``fidelity`` in (0, 1] (``max(1, round(steps *
         fidelity))`` for steps > 0; 0 stays 0); ``fidelity >= 1`` returns ``self``."""

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..config import check_positive, invalid, serializable
+from ..workload import Workload
 from .base import ApplyRecord, Context, Technique, register, scaled_steps
 
 __all__ = ["Distill"]
@@ -76,6 +77,15 @@ class Distill(Technique):
     @property
     def trains(self) -> bool:
         return True  # steps >= 1
+
+    def missing(self, workload: Workload) -> tuple[str, ...]:
+        """Training data, and for ``width < 1`` without a student factory the workload's
+        ``scaled_model(width)`` (a smaller copy of the architecture)."""
+        need = super().missing(workload)
+        if self.width < 1 and self.student is None and workload.scaled_model is None:
+            need += ("a student architecture: Workload(scaled_model=...) (width -> a smaller nn.Module), or "
+                     "optimize(..., scaled_model=...), or Distill(student='module:function')",)
+        return need
 
     def at_fidelity(self, fidelity: float) -> "Distill":
         super().at_fidelity(fidelity)

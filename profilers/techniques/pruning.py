@@ -17,6 +17,7 @@ from torch.nn.utils import prune
 from ..config import check_choice, check_non_negative, invalid, serializable
 from ..flops import call_model
 from ..measurement import sparse_bytes
+from ..workload import Workload
 from .base import ApplyRecord, Context, Technique, register, scaled_steps
 from .selector import LAYER_TYPES, Layers, layers_of
 from .training import _to_device, train_steps
@@ -89,6 +90,10 @@ class Prune(Technique):
     @property
     def trains(self) -> bool:
         return self.finetune_steps > 0 or self.reg_steps > 0
+
+    def missing(self, workload: Workload) -> tuple[str, ...]:
+        return tuple(f"{need} (or finetune_steps=0 and reg_steps=0: no recovery training)"
+                     for need in super().missing(workload))
 
     def at_fidelity(self, fidelity: float) -> "Prune":
         super().at_fidelity(fidelity)

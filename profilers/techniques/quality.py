@@ -15,12 +15,17 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from ..config import invalid
+from ..config import SigmastarError, invalid
 from ..flops import call_model
 from ..workload import Workload
 from .training import output_tensor
 
-__all__ = ["quality", "fidelity", "check_quality", "BadQuality"]
+__all__ = ["quality", "fidelity", "check_quality", "BadQuality", "EvaluateError"]
+
+
+class EvaluateError(SigmastarError):
+    """The workload's own ``evaluate(model)`` raised (its exception is the ``__cause__``): a bug or
+    fault in the user's code, not of the variant; a search stops on it unless told to skip."""
 
 
 class BadQuality(ValueError):
@@ -50,7 +55,11 @@ def quality(model: torch.nn.Module, workload: Workload) -> float:
                       getattr(workload, "name", type(workload).__name__))
     model.eval()
     with torch.no_grad():
-        return check_quality(workload.evaluate(model), f"workload {workload.name!r}: evaluate(model)")
+        try:
+            value = workload.evaluate(model)
+        except Exception as e:
+            raise EvaluateError(f"workload {workload.name!r}: evaluate(model) raised {type(e).__name__}: {e}") from e
+        return check_quality(value, f"workload {workload.name!r}: evaluate(model)")
 
 
 def fidelity(model: torch.nn.Module, reference: torch.nn.Module, inputs: Any, *, kind: str = "cosine") -> float:

@@ -65,7 +65,7 @@ def test_the_clean_search_has_the_cheapest_variant_this_file_faults(clean):
 def test_a_transient_failure_is_incomplete_then_retried_on_resume(wl, cost_model, clean, tmp_path):
     out = tmp_path / "out"
     res = search(_faulty(wl, {BEST: RuntimeError("CUDA error: an illegal memory access")}), SPACE, cost_model,
-                 min_quality=0.9, method="exhaustive", output_dir=out, profile_time_cap_s=0.1)
+                 min_quality=0.9, method="exhaustive", output_dir=out, profile_time_cap_s=0.1, on_error="skip")
     # the failure is not a quality: the answer is not certified, it names the variant and why
     assert res.status == "incomplete" and res.best.variant != BEST
     (f,) = res.failures
@@ -78,6 +78,29 @@ def test_a_transient_failure_is_incomplete_then_retried_on_resume(wl, cost_model
     assert res2.status == "optimal" and res2.best.variant == BEST == clean.best.variant and not res2.failures
     assert res2.best.cost_usd == pytest.approx(clean.best.cost_usd, rel=0.05)
     assert len(_rows(out)) == 4  # 3 finished + the failed attempt; nothing else ran again
+
+
+@pytest.mark.parametrize("method", ["exhaustive", "tpe"])
+def test_an_evaluate_that_raises_stops_the_search_with_its_traceback_and_keeps_finished_work(wl, cost_model, clean,
+                                                                                           tmp_path, method):
+    from optimizer import EvaluationStopped
+
+    out = tmp_path / "out"
+    kw = dict(min_quality=0.9, method=method, output_dir=out, profile_time_cap_s=0.1,
+              **({"n_trials": 6, "skip_dearer": False} if method == "tpe" else {}))
+    boom = ZeroDivisionError("division by zero in my metric")
+    with pytest.raises(EvaluationStopped, match=r"variant .*evaluate\(model\) raised ZeroDivisionError: division by "
+                                                r"zero in my metric.*kept in .*evaluations\.jsonl.*on_error='skip'") as info:
+        search(_faulty(wl, {BEST: boom}), SPACE, cost_model, **kw)
+    assert info.value.__cause__ is boom and boom.__traceback__ is not None  # the user's own traceback
+    before = _rows(out)
+    assert [r["variant"] for r in before if r["error"]] == [BEST]  # journaled as failed, retried next time
+    res = search(wl, SPACE, cost_model, **kw)  # fixed: resumes, reusing what finished
+    assert res.best.variant == clean.best.variant and not res.failures
+    finished = {r["content"] for r in before if not r["error"]}
+    assert not [r for r in _rows(out)[len(before):] if r["content"] in finished]  # nothing finished ran again
+    with pytest.raises(Exception, match=r"search\.on_error must be 'raise' .* or 'skip'"):
+        search(wl, SPACE, cost_model, **{**kw, "on_error": "ignore"})
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), "0.99", None, True])
@@ -94,14 +117,15 @@ def test_a_non_finite_or_non_numeric_quality_is_a_fault_naming_the_variant(wl, c
 
 def test_a_failure_dearer_than_the_best_is_reported_but_cannot_change_the_answer(wl, cost_model):
     res = search(_faulty(wl, {DEARER: ValueError("boom")}), SPACE, cost_model, min_quality=0.9,
-                 method="exhaustive", profile_time_cap_s=0.1)
+                 method="exhaustive", profile_time_cap_s=0.1, on_error="skip")
     assert res.status == "optimal" and res.best.variant == BEST
     (f,) = res.failures
     assert f["variant"] == DEARER and not f["could_change_answer"]
 
 
 def test_retries_are_bounded(wl, cost_model, tmp_path):
-    kw = dict(min_quality=0.9, method="exhaustive", output_dir=tmp_path, profile_time_cap_s=0.1, retries=0)
+    kw = dict(min_quality=0.9, method="exhaustive", output_dir=tmp_path, profile_time_cap_s=0.1, retries=0,
+              on_error="skip")
     search(_faulty(wl, {BEST: RuntimeError("flaky")}), SPACE, cost_model, **kw)
     res = search(wl, SPACE, cost_model, **kw)  # retries=0: the failed evaluation is not run again
     assert res.status == "incomplete" and "not retried" in res.failures[0]["error"]
@@ -112,7 +136,7 @@ def test_retries_are_bounded(wl, cost_model, tmp_path):
 
 def test_lazy_never_certifies_over_a_failed_evaluation(wl, cost_model):
     res = search(_faulty(wl, {BEST: RuntimeError("disk full")}), SPACE, cost_model, min_quality=0.9,
-                 method="lazy", profile_time_cap_s=0.1)
+                 method="lazy", profile_time_cap_s=0.1, on_error="skip")
     assert res.status == "incomplete" and res.best is not None and res.best.variant != BEST
     assert res.failures[0]["variant"] == BEST and res.failures[0]["could_change_answer"]
 

@@ -241,7 +241,7 @@ CASES = [
     (edit(BASE, "search.trials", 5),
      "job.search must be a table with keys among method, n_trials, timeout_s, max_evaluations, budget_usd, "
      "usd_per_hour, fidelities, pruner, prune_margin, skip_dearer, seed, profile_time_cap_s, storage, layer_choices, "
-     "max_bytes, pool, runtime, retries; got unknown key 'trials' (did you mean 'n_trials'?)."),
+     "max_bytes, pool, runtime, retries, on_error; got unknown key 'trials' (did you mean 'n_trials'?)."),
     (edit(BASE, "search.n_trials", 5),
      "job.search.n_trials must be absent with method 'lazy' (a trial budget is for 'tpe', 'random' and 'nsga2'; "
      "cap other methods with max_evaluations); got 5."),
