@@ -464,7 +464,8 @@ class Scenario:
         # per-technique figures may name any known technique, applied here or not: a search keeps one
         # scenario and applies a different set of techniques per variant (keys of techniques this
         # scenario does not apply are kept and cost nothing, see :meth:`applies`)
-        allowed = sorted(set(_TECHNIQUES) | set(techs))
+        # (a technique of the user's own is defined by its PeoplePlan.hours: those names count too)
+        allowed = sorted(set(_TECHNIQUES) | set(techs) | (set(self.people.hours) - {"base"}))
         for owner, name, m in (("DataPlan", "labeled_samples", self.data.labeled_samples),
                                ("DataPlan", "acquisition_usd", self.data.acquisition_usd),
                                ("DataPlan", "preprocessing_usd", self.data.preprocessing_usd),

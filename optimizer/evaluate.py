@@ -104,6 +104,7 @@ class Evaluator:
         self.cache = TechniqueCache(self.output_dir / "models" if self.output_dir else None)
         self.base_fingerprint = self.cache.fingerprint(self.base)
         self._prices: dict[str, Deployment] = {}
+        self._workloads: dict[str, Any] = {}  # variant key -> its workload (workload_for)
         self._quality: dict[str, tuple[float | None, str]] = {}
         self.quality_calls = 0  # evaluations actually run in this process (not from the cache file)
         self.quality_seconds: dict[float, list[float]] = {}  # fidelity -> wall time of each of them
@@ -250,6 +251,18 @@ class Evaluator:
             atomic_write_text(path, prof.to_json())
         return prof
 
+    def workload_for(self, v: Variant) -> Any:
+        """The workload variant ``v`` is built, profiled and evaluated on: the search's, changed by
+        the variant's workload transforms (``Transform`` on="workload": resolution, sequence length)."""
+        if v.key not in self._workloads:
+            wl = self.workload
+            for t in self.space.techniques(v):
+                on_workload = getattr(t, "on_workload", None)
+                if on_workload is not None:
+                    wl = on_workload(wl)
+            self._workloads[v.key] = wl
+        return self._workloads[v.key]
+
     def price(self, v: Variant) -> Deployment:
         if v.key in self._prices:
             return self._prices[v.key]
@@ -259,19 +272,20 @@ class Evaluator:
 
         dep = Deployment(variant=v, cost_usd=math.inf)
         try:
-            model = apply(self.base, self.space.techniques(v), self.workload, structure_only=True, cache=self.cache,
+            wl = self.workload_for(v)
+            model = apply(self.base, self.space.techniques(v), wl, structure_only=True, cache=self.cache,
                           seed=self.seed)
             self._cache_problems()
             train = self.trains_deployed(v)
             # measured on this machine's CPU: the calibration below is against the host's spec
             prof = self._measured(self.content_key(v), lambda: measure(
-                model, self.workload, train=train, time_cap_s=self.profile_time_cap_s, min_runs=5, device="cpu"))
+                model, wl, train=train, time_cap_s=self.profile_time_cap_s, min_runs=5, device="cpu"))
             dep.profile = prof
             eff = calibrate(prof)
             src = f"calibrated on {prof.device_description}"
             cm = self.cost_model.with_scenario(techniques=self.space.cost_keys(v))
             for b in self.space.batch_sizes:
-                pb = prof if b == prof.batch_size else at_batch(prof, count_flops(model, self.workload.inputs(b)), b)
+                pb = prof if b == prof.batch_size else at_batch(prof, count_flops(model, wl.inputs(b)), b)
                 for d in self.space.devices:
                     from profilers import hardware
 
@@ -333,10 +347,10 @@ class Evaluator:
         err = tb = ""
         stop: BaseException | None = None
         try:
-            model = apply(self.base, self.space.techniques(v, fidelity), self.workload, cache=self.cache,
-                          seed=self.seed)
+            wl = self.workload_for(v)
+            model = apply(self.base, self.space.techniques(v, fidelity), wl, cache=self.cache, seed=self.seed)
             self._cache_problems()
-            q: float | None = quality(model, self.workload)  # a finite number, checked (BadQuality otherwise)
+            q: float | None = quality(model, wl)  # a finite number, checked (BadQuality otherwise)
         except Exception as e:  # a fault, recorded as one (never a quality); retried by a later run
             import traceback
 

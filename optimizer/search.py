@@ -112,7 +112,9 @@ def search(workload: Any, space: SearchSpace, cost_model: Any, *, min_quality: f
     if not isinstance(min_quality, (int, float)) or isinstance(min_quality, bool) or not math.isfinite(min_quality):
         raise invalid("search", "min_quality", "a finite number", min_quality)
     workload.check_target("search", "min_quality", min_quality)
-    missing = space.missing(workload)
+    from cost_models.scenario import technique_defaults
+
+    missing = space.missing(workload, set(technique_defaults()) | set(cost_model.scenario.people.hours))
     if missing:  # before anything is evaluated: one error with everything to supply
         from profilers.config import ConfigError
 

@@ -29,7 +29,7 @@ from typing import Any, Callable
 
 from profilers.config import invalid, is_number, serializable
 
-__all__ = ["SearchSpace", "Variant", "Strategy", "Knob", "knob"]
+__all__ = ["SearchSpace", "Variant", "Strategy", "Knob", "knob", "transform_knob"]
 
 
 @dataclass(frozen=True)
@@ -63,6 +63,30 @@ def knob(default: tuple, **kw: Any) -> Any:
     """A dataclass field that is a search dimension (keyword arguments: those of :class:`Knob`)."""
     return field(default=tuple(default), metadata={"knob": Knob(**kw)})
 
+
+
+def transform_knob(name: str, values: tuple, fn: Callable[[Any, Any], Any], *, off: Any, on: str = "model",
+                   cost_key: str | None = None, stage: int = 1, trains: bool = False,
+                   check: Callable[[Any], bool] | None = None, allowed: str = "",
+                   order: Callable[[Any], Any] | None = None, describe: Callable[[Any], str] | None = None) -> Any:
+    """A search dimension of your own, in one field: ``fn(model, value)`` (``on="model"``) or
+    ``fn(workload, value)`` (``on="workload"``: input resolution, sequence length) at each of
+    ``values`` (numbers, strings or bools; ``off`` applies nothing). Registers ``fn`` under ``name``
+    (:func:`profilers.techniques.register_transform`; ``cost_key`` defaults to ``name``: give its
+    engineer hours in ``PeoplePlan.hours`` unless it names a technique of techniques.toml). Values
+    are ordered by ``order`` (default ascending) from least to most compressed::
+
+        @dataclass(frozen=True)
+        class MySpace(SearchSpace):
+            rank: tuple[float, ...] = transform_knob("rank", (1.0, 0.5), low_rank, off=1.0, order=lambda v: -v)
+    """
+    from profilers.techniques.transform import Transform, register_transform
+
+    spec = register_transform(name, fn, on=on, cost_key=cost_key, stage=stage, trains=trains)
+    ok = check or (lambda v: v is None or isinstance(v, (bool, int, float, str)))
+    return knob(tuple(values), off=off, tag=name, allowed=allowed or f"a value of {name} (a number, string or bool)",
+                check=ok, technique=lambda space, v: Transform(name, v, spec.function), order=order,
+                describe=describe or (lambda v: f"{name} {v}"))
 
 
 def _int_at_least(v: Any, lo: int) -> bool:
@@ -223,18 +247,23 @@ class SearchSpace:
         as each technique config declares them (``cost_key``)."""
         return tuple(dict.fromkeys(t.cost_key for t in self.techniques(v)))
 
-    def missing(self, workload: Any) -> list[str]:
+    def missing(self, workload: Any, priced: set[str] | None = None) -> list[str]:
         """Everything ``workload`` lacks for the techniques of this space, one line per knob value
-        and need (``Technique.missing``), e.g. ``prune_amount=0.5 (Prune structured 50 %): needs
-        training data: ...``; [] when every variant can be built."""
+        and need (``Technique.missing``), e.g. ``prune_amount=0.5 (prune_structured_0.5_ft100): needs
+        training data: ...``; with ``priced`` (the cost model's technique names), also each technique
+        whose ``cost_key`` it cannot price. [] when every variant can be built and priced."""
         lines = []
         for name, k in self.knob_fields():
             for value in getattr(self, name):
                 if value == k.off:
                     continue
                 t = k.technique(self, value)
-                for need in t.missing(workload):
-                    lines.append(f"{name}={value!r} ({t.short_label()}): needs {need}")
+                needs = list(t.missing(workload))
+                if priced is not None and not any("register_transform" in n for n in needs) \
+                        and t.cost_key not in priced:
+                    needs.append(f"its engineer hours: Scenario(people=PeoplePlan(hours={{{t.cost_key!r}: ...}})) "
+                                 "(no technique of that name in cost_models/data/techniques.toml)")
+                lines += [f"{name}={value!r} ({t.short_label()}): needs {need}" for need in needs]
         return lines
 
     def trains(self, v: "Variant") -> bool:

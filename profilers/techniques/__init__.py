@@ -33,12 +33,13 @@ from .pruning import Prune  # noqa: I001
 from .quantization import Quantize
 from .distillation import Distill
 from .mixed_precision import MixedPrecision
+from .transform import Transform, register_transform
 from .quality import fidelity, quality
 from .selector import Layers
 
 __all__ = ["Technique", "Prune", "Quantize", "Distill", "MixedPrecision", "Layers", "apply", "records", "quality",
            "fidelity", "ApplyRecord", "UnsupportedTechnique", "TechniqueCache", "register", "from_json",
-           "technique_types"]
+           "technique_types", "Transform", "register_transform"]
 
 
 def from_json(data: dict | str) -> Technique:
