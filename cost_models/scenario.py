@@ -18,7 +18,7 @@ from typing import Any, Iterable, Mapping
 from profilers.config import check_choice, check_non_negative, check_positive, invalid, is_number, serializable
 
 __all__ = ["TrainingPlan", "ServingPlan", "DataPlan", "PeoplePlan", "Ownership", "Scenario",
-           "TechniqueDefaults", "technique_defaults", "assumption", "HOURS_PER_MONTH", "MAX_HORIZON_MONTHS"]
+           "TechniqueDefaults", "technique_defaults", "define_technique", "assumption", "HOURS_PER_MONTH", "MAX_HORIZON_MONTHS"]
 
 #: 8,760 hours a year / 12 (the convention cloud bills use)
 HOURS_PER_MONTH = 730.0
@@ -93,6 +93,35 @@ def _load_techniques() -> dict[str, TechniqueDefaults]:
 
 
 _TECHNIQUES = _load_techniques()
+_BUNDLED = frozenset(_TECHNIQUES)
+
+
+def define_technique(name: str, *, engineer_hours: float, maintenance_hours_per_month: float = 0.0,
+                     training_epochs: float = 0.0, notes: str = "", source: str = "") -> TechniqueDefaults:
+    """Add a technique of your own (a custom search dimension) to the techniques this process
+    prices, with its defaults as a techniques.toml row has them (``source``: where the figures come
+    from; default "assumption: given by the user"). Redefining one of your own replaces it; a
+    bundled name is refused. Scenarios then take ``name`` like any technique (``PeoplePlan.hours``
+    overrides it)."""
+    import datetime as _dt
+
+    o = "define_technique"
+    if not isinstance(name, str) or not name.isidentifier():
+        raise invalid(o, "name", "a Python identifier", name)
+    if name in _BUNDLED:
+        raise invalid(o, "name", "a name not in cost_models/data/techniques.toml (" + ", ".join(sorted(_BUNDLED))
+                      + "): override a bundled one with PeoplePlan.hours", name)
+    for f, v in (("engineer_hours", engineer_hours), ("maintenance_hours_per_month", maintenance_hours_per_month),
+                 ("training_epochs", training_epochs)):
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or not 0 <= v < 1e7:
+            raise invalid(o, f, "a number in [0, 1e7)", v)
+    row = TechniqueDefaults(name=name, engineer_hours=float(engineer_hours),
+                            maintenance_hours_per_month=float(maintenance_hours_per_month),
+                            training_epochs=float(training_epochs), notes=notes,
+                            source=source or "assumption: given by the user (define_technique)",
+                            date=_dt.date.today().isoformat())
+    _TECHNIQUES[name] = row
+    return row
 
 
 def technique_defaults() -> dict[str, TechniqueDefaults]:
@@ -464,8 +493,7 @@ class Scenario:
         # per-technique figures may name any known technique, applied here or not: a search keeps one
         # scenario and applies a different set of techniques per variant (keys of techniques this
         # scenario does not apply are kept and cost nothing, see :meth:`applies`)
-        # (a technique of the user's own is defined by its PeoplePlan.hours: those names count too)
-        allowed = sorted(set(_TECHNIQUES) | set(techs) | (set(self.people.hours) - {"base"}))
+        allowed = sorted(set(_TECHNIQUES) | set(techs))
         for owner, name, m in (("DataPlan", "labeled_samples", self.data.labeled_samples),
                                ("DataPlan", "acquisition_usd", self.data.acquisition_usd),
                                ("DataPlan", "preprocessing_usd", self.data.preprocessing_usd),

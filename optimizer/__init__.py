@@ -8,10 +8,17 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from profilers.quiet import quiet_libraries as _quiet_libraries
+
+_quiet_libraries()  # third-party noise off (profilers.quiet): the Python API is as quiet as the CLI
+
 _EXPORTS = {
     "SearchSpace": ".space",
     "Strategy": ".space",
     "search": ".search",
+    "optimize": ".one_call",
+    "default_space": ".one_call",
+    "EvaluationStopped": ".evaluate",
     "SearchResult": ".result",
     "InfeasibleError": ".result",
     "lazy_search": ".lazy",

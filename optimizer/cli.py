@@ -225,7 +225,7 @@ class _Stop:
 
 def _run_with_progress(run_search: Any, job: Any, out: Path, args: argparse.Namespace, prog: Any, stop: _Stop,
                        **kw: Any) -> Any:
-    """``run_search`` with every callback of the progress line wired in (search and worker share it),
+    """``run_search`` with every callback of the progress bar wired in (search and worker share it),
     each one a checkpoint for ``stop``; a stop recorded when the search returns counts as an interrupt."""
     run = run_search(job, out, storage=args.storage, progress=stop.wrap(prog.on_progress),
                      log=stop.wrap(prog.on_log), on_evaluation=stop.wrap(prog.on_evaluation), **kw)
@@ -241,6 +241,7 @@ def _shown_storage(storage: str) -> str:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
+    from .export import export_result, remove_export
     from .jobs import finished_evaluations, run_search
     from .report import write_search_report
 
@@ -284,6 +285,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
              f"{run.evaluations_after - run.evaluations_before} new")
     files = write_search_report(run, out)
     print("\n".join(_summary(run.result, files)))
+    if run.result.best is not None:  # the chosen model, saved beside the report (optimizer.export)
+        print(f"{'model':<20} {export_result(run.result, out / 'best', workload_spec=run.job.workload)}")
+    elif remove_export(out / "best"):
+        _err(f"sigmastar search: removed {out / 'best'} (the model an earlier run in this folder chose)")
     if run.result.best is None:
         from .result import InfeasibleError
 
@@ -478,13 +483,14 @@ def build_parser() -> argparse.ArgumentParser:
                         "command resumes. Without JOB, runs the bundled digits job (examples/digits.toml). Exit status: 0 "
                         "a strategy was found, 1 none meets the constraints (the report says why), 2 bad input, "
                         "3 incomplete (failed evaluations could change the answer; run again to retry them), "
-                        "4 error (an output folder or file that cannot be used: unwritable, full, busy), "
+                        "4 error (an output folder or file that cannot be used: unwritable, full, busy; or the "
+                        "workload's evaluate() raised: its traceback is printed), "
                         "130 interrupted by Ctrl-C, 143 stopped by SIGTERM. " + _methods_help())
     se.add_argument("job", nargs="?", help="job file (TOML); see examples/*.toml")
     se.add_argument("--output", help="output folder (default: the job's `output`, else runs/<name>)")
     se.add_argument("--storage", help="Optuna storage URL or journal path (overrides job.search.storage)")
     se.add_argument("--verbose", action="store_true", help="print every evaluation and log message")
-    se.add_argument("--quiet", action="store_true", help="no progress line")
+    se.add_argument("--quiet", action="store_true", help="no progress bar")
     se.set_defaults(func=_cmd_search)
 
     wi = sub.add_parser("whatif", help="price transformer configs across devices (default: Llama-2 7B/70B)",
@@ -535,37 +541,33 @@ def build_parser() -> argparse.ArgumentParser:
                     "sqlite:///file.db) or a journal file path")
     wo.add_argument("--output", help="folder for this worker's evaluations and model cache (default: the job's)")
     wo.add_argument("--verbose", action="store_true", help="print every evaluation and log message")
-    wo.add_argument("--quiet", action="store_true", help="no progress line")
+    wo.add_argument("--quiet", action="store_true", help="no progress bar")
     wo.set_defaults(func=_cmd_worker)
+    from .export import add_export_parser
+
+    add_export_parser(sub)
     return p
-
-
-def _quiet_libraries() -> None:
-    """Silence library noise that says nothing about the user's run: kineto's profiler_start/stop
-    lines (C++, on stderr, for every timing measurement), torchao's attempts to load CUDA kernels on
-    a CPU build, torch's pytree deprecation notice, transformers' weight-loading bar, torch's
-    sparse-CSR beta notice. Environment variables the user set win."""
-    import logging
-    import os
-    import warnings
-
-    os.environ.setdefault("KINETO_LOG_LEVEL", "6")  # 5 = USDT, kineto's most severe level
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")  # transformers' "Loading weights" bar
-    for name in ("torchao", "torch.utils._pytree"):
-        logging.getLogger(name).setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     from profilers.config import SigmastarError
+    from profilers.quiet import quiet_libraries
 
     from .durable import OutputBusy, OutputError
+    from .evaluate import EvaluationStopped
 
+    quiet_libraries()  # already done on import of profilers; here too, before any command runs
     args = build_parser().parse_args(argv)
-    _quiet_libraries()
     try:
         return args.func(args)
     except (OutputError, OutputBusy) as e:
+        print(f"sigmastar {args.command}: error: {e}", file=sys.stderr)
+        return EXIT_ERROR
+    except EvaluationStopped as e:  # the workload's evaluate() raised: its traceback, then what was kept
+        import traceback
+
+        cause = e.__cause__ or e
+        traceback.print_exception(type(cause), cause, cause.__traceback__, file=sys.stderr)
         print(f"sigmastar {args.command}: error: {e}", file=sys.stderr)
         return EXIT_ERROR
     except SigmastarError as e:

@@ -13,7 +13,12 @@ A search run folder::
     evaluations.jsonl, study.journal, models/   (the search's own journal and caches)
 
 ``sigmastar report RUN_DIR`` calls :func:`rerender`, which reads the JSON files back and writes
-the rest again. A what-if run writes ``whatif.json`` instead of ``results.json``.
+the rest again. A what-if run writes ``whatif.json`` instead of ``results.json``
+(:mod:`optimizer.whatif_report`, whose public names this module re-exports).
+
+A search run from Python writes the same folder with ``SearchResult.report(dir)``
+(:func:`write_result_report`): run.json's ``job`` is then a :class:`SearchCall`, what the
+``optimizer.search`` call recorded, and the report says "not recorded" for what it did not.
 """
 
 from __future__ import annotations
@@ -21,17 +26,33 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any
 
+from cost_models import PriceBook, Scenario
 from cost_models.render import COMPONENT_TITLES, line_items_table, sensitivity_table
-from profilers.config import ConfigError, from_json_dict, to_json_dict
-from profilers.render import fmt_num, html_table, markdown_table, to_number, usd
+from profilers.config import ConfigError, from_json_dict, serializable, to_json_dict
+from profilers.render import fmt_num, markdown_table, usd
 
 from .durable import atomic_write_bytes, atomic_write_text, check_writable
+from .space import SearchSpace
 
-__all__ = ["RUN_SCHEMA", "RUN_VERSION", "write_search_report", "write_whatif_report", "save_run", "load_run",
-           "rerender", "search_markdown", "whatif_markdown", "whatif_html"]
+__all__ = ["RUN_SCHEMA", "RUN_VERSION", "SearchCall", "write_search_report", "write_result_report",
+           "write_whatif_report", "save_run", "load_run", "rerender", "search_markdown", "whatif_markdown",
+           "whatif_html", "training_table"]
+
+#: the what-if report's names, re-exported from :mod:`optimizer.whatif_report` (imported on first use)
+_WHATIF = ("write_whatif_report", "whatif_markdown", "whatif_html", "training_table")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHATIF:
+        from . import whatif_report
+
+        return getattr(whatif_report, name)
+    raise AttributeError(f"module 'optimizer.report' has no attribute {name!r}")
+
 
 RUN_SCHEMA = "sigmastar.run"
 RUN_VERSION = 1
@@ -117,6 +138,47 @@ def save_run(run: Any, path: str | Path) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=1, default=str))
 
 
+@serializable("search_call")
+@dataclass(frozen=True)
+class SearchCall:
+    """A Python-API search as its report reads it: what ``optimizer.search(...)`` was given, under
+    the names of :class:`optimizer.jobs.Job` (the CLI's record), built from ``result.source`` by
+    :func:`write_result_report` and kept as run.json's ``job``. ``book`` is the cost model's price
+    book; ``output`` the search's output folder ("" without one). A field that is None was not
+    recorded by the search, and the report says so."""
+
+    name: str
+    workload: str  # the workload's name (a Python object, not a job file's spec)
+    space: SearchSpace
+    scenario: Scenario
+    book: PriceBook
+    method: str
+    seed: int
+    output: str = ""
+    profile_time_cap_s: float | None = None
+    pool: bool | None = None
+    runtime: str | None = None
+    kind: str = "search"
+    description: str = ""
+    price_file = None  # a Python call has no price file (not a field)
+
+    @property
+    def price_rows(self) -> tuple[Any, ...]:
+        """The book's rows that the shipped book does not hold (the user's own prices)."""
+        shipped = set(PriceBook.default().rows)
+        return tuple(r for r in self.book.rows if r not in shipped)
+
+    def prices(self) -> PriceBook:
+        return self.book
+
+
+def _journal(job: Any) -> str | None:
+    """Where the search journaled its evaluations, as the report names it (None: nowhere)."""
+    if not isinstance(job, SearchCall):
+        return "`evaluations.jsonl`"
+    return f"`{Path(job.output) / 'evaluations.jsonl'}`" if job.output else None
+
+
 def _register_types() -> None:
     """Import the modules whose types run.json, results.json and whatif.json name (type tags)."""
     import cost_models  # noqa: F401
@@ -184,6 +246,7 @@ def search_markdown(result: Any, run: dict, files: dict[str, str]) -> str:
     job = run["job"]
     sc = job.scenario
     best, base = result.best, result.baseline
+    journal = _journal(job)
     lines = [f"# sigmastar search: {job.name}", ""]
     if job.description:
         lines += [job.description, ""]
@@ -198,8 +261,9 @@ def search_markdown(result: Any, run: dict, files: dict[str, str]) -> str:
         head = (f"**Incomplete: {n_open} failed variant{'s' if n_open != 1 else ''} could change the answer.** The "
                 "answer below is the best among the variants that could be priced and evaluated, not certified. "
                 if n_open else "Failed variants (none could change the answer: each is dearer than the best). ")
-        lines += [head + "Each failure is retried when the same search runs again (`search.retries`); tracebacks "
-                  "are in `evaluations.jsonl`.", "",
+        lines += [head + (f"Each failure is retried when the same search runs again (`search.retries`); tracebacks "
+                          f"are in {journal}." if journal else "The search ran without an output folder: nothing was "
+                          "journaled, so nothing is retried."), "",
                   markdown_table(["variant", "stage", "attempts", "could change the answer", "error"],
                                  [[f["label"], f["stage"], f["attempts"], "yes" if f["could_change_answer"] else "no",
                                    f["error"][:200]] for f in result.failures]), ""]
@@ -311,6 +375,8 @@ def search_markdown(result: Any, run: dict, files: dict[str, str]) -> str:
         lines += [markdown_table(["component", "baseline", "chosen", "saved (baseline - chosen)"], rows, "lrrr"), ""]
         if "components" in files:
             lines += [f"![cost components]({files['components']})", ""]
+        if not run.get("breakdowns"):
+            lines += [f"Line items: not computed: {run.get('sensitivity_note') or 're-pricing failed'}.", ""]
     for name in ("best", "baseline"):
         br = run.get("breakdowns", {}).get(name)
         if br is None:
@@ -383,13 +449,16 @@ def search_markdown(result: Any, run: dict, files: dict[str, str]) -> str:
               f"- distill_width {list(sp.distill_width)}, prune_amount {list(sp.prune_amount)} ({sp.prune_method}, "
               f"{sp.finetune_steps} fine-tuning steps), quantize {list(sp.quantize)}, distill_steps {sp.distill_steps}",
               f"- devices {list(sp.devices)}, serving batch sizes {list(sp.batch_sizes)}",
-              f"- method {job.method}, seed {job.seed}, profile time cap {job.profile_time_cap_s:g} s", ""]
+              f"- method {job.method}, seed {job.seed}, profile time cap "
+              + ("not recorded" if job.profile_time_cap_s is None else f"{job.profile_time_cap_s:g} s"), ""]
 
     # ---- provenance
     env = run.get("environment", {})
     lines += ["## Provenance", ""]
     lines.append(f"- **Quality**: measured ({run.get('quality_metric', 'quality')}) on this machine ({env.get('host', '?')}), "
-                 f"torch {env.get('torch', '?')}; each evaluation is journaled in `evaluations.jsonl`; a variant marked "
+                 f"torch {env.get('torch', '?')}; "
+                 + (f"each evaluation is journaled in {journal}" if journal else "the search journaled nothing (no "
+                    "output folder)") + "; a variant marked "
                  "\"implied feasible\" was not measured (a measured, more compressed variant met the target).")
     for name, s in (("chosen strategy", best), ("baseline", base)):
         if s is None:
@@ -409,10 +478,15 @@ def search_markdown(result: Any, run: dict, files: dict[str, str]) -> str:
                  "in `cost_models/data/*.toml` with its source.")
     lines.append(f"- **Run**: sigmastar {env.get('sigmastar', '?')}, Python {env.get('python', '?')}, "
                  f"{env.get('platform', '?')}; written {run.get('written', '?')}.")
+    if isinstance(job, SearchCall):  # written by SearchResult.report: the search's own files are where it ran
+        theirs = (f"; the search's journals and caches are in `{job.output}`" if job.output else
+                  "; the search ran without an output folder")
+    else:
+        theirs = ", `evaluations.jsonl`" + (", `study.journal`" if job.method in ("tpe", "random", "nsga2")
+                                           and not job.storage else "")
     lines.append(f"- **Files**: `results.json` (SearchResult, schema \"search_result\" version "
                  f"{type(result)._json_version}), `run.json` (schema \"{RUN_SCHEMA}\" version {RUN_VERSION}), "
-                 "`trials.csv`, `evaluations.jsonl`" + (", `study.journal`" if job.method in ("tpe", "random", "nsga2")
-                                                        and not job.storage else "") + ".")
+                 f"`trials.csv`{theirs}.")
     lines.append("")
     return "\n".join(lines)
 
@@ -461,188 +535,42 @@ def write_search_report(run: Any, output_dir: str | Path | None = None) -> dict[
     return _write_search(run.result, load_run(out), out)
 
 
-# ----------------------------------------------------------------------------------------------
-# the what-if report
-# ----------------------------------------------------------------------------------------------
-def _best_rows(rows: list[dict], key: tuple[str, ...]) -> list[dict]:
-    best: dict[tuple, dict] = {}
-    for r in rows:
-        k = tuple(r[x] for x in key)
-        if r.get("status") == "ok" and (k not in best
-                                        or to_number(r["total_usd"]) < to_number(best[k]["total_usd"])):
-            best[k] = r
-    return list(best.values())
+#: the search options re-pricing needs (:func:`optimizer.jobs.analyze_best`)
+_PRICING_OPTIONS = ("profile_time_cap_s", "pool", "runtime")
 
 
-_PLAN_COLUMNS = ["model", "serve on", "train on", "total", "per component", "note"]
-_SERVING_COLUMNS = ["model", "device", "dtype", "batch", "latency ms", "memory GB", "replicas", "total"]
+def write_result_report(result: Any, output_dir: str | Path) -> dict[str, Path]:
+    """``SearchResult.report``: the files :func:`write_search_report` writes for a job, for a result
+    of ``optimizer.search`` in this process, from what its search recorded (``result.source``).
 
+    The line items and the sensitivity of the chosen strategy need it priced again with the
+    search's own options (:data:`_PRICING_OPTIONS`); when the search did not record them the report
+    says so instead. Quality evaluations are not run again.
+    """
+    from .jobs import SearchRun, analyze_best, environment
 
-def _plan_rows(res: Any) -> list[list[Any]]:
-    """The cheapest plan per model, under :data:`_PLAN_COLUMNS`."""
-    rows = []
-    for p in res.plans:
-        if p["status"] != "ok":
-            rows.append([p["model"], "-", "-", "-", "-", p.get("message", p["status"])])
-            continue
-        comps = p["breakdown"].components
-        rows.append([p["model"], f"{p['serve_device']} {p['serve_dtype']} x {p['replicas']} (batch "
-                                 f"{p['serve_batch_size']})",
-                     f"{p['train_devices']} x {p['train_device']} ({p['train_layout']})" if p.get("train_device")
-                     else "no training",
-                     usd(p["total_usd"]),
-                     ", ".join(f"{COMPONENT_TITLES[c]} {usd(v)}" for c, v in comps.items() if v), ""])
-    return rows
-
-
-def _serving_cells(r: dict) -> list[Any]:
-    """One serving option, under :data:`_SERVING_COLUMNS`."""
-    return [r["model"], r["device"], r["dtype"], r["batch_size"], fmt_num(to_number(r["latency_s"]) * 1e3, ",.1f"),
-            fmt_num(r["peak_memory_gb"], ",.1f"), r["replicas"], usd(r["total_usd"])]
-
-
-def whatif_markdown(res: Any, job: Any, files: dict[str, str], prices: list[Any] | None = None,
-                    environment: dict | None = None) -> str:
-    w, sc = job.whatif, job.scenario
-    s = sc.serving
-    lines = [f"# sigmastar what-if: {job.name}", ""]
-    if job.description:
-        lines += [job.description, ""]
-    lines += [f"Models {', '.join(dict.fromkeys(r['model'] for r in res.serving))} (configs only, no weights) on "
-              f"{', '.join(w.device_list())}. Costs are totals over {_horizon(job)} in USD.", ""]
-    lines += ["## Cheapest plan per model", ""]
-    lines += [markdown_table(_PLAN_COLUMNS, _plan_rows(res), "lllrll"), ""]
-    if "plot" in files:
-        lines += [f"![cheapest serving per device]({files['plot']})", ""]
-    lines += ["## Prompt scoring: the cheapest dtype and batch per device", ""]
-    lines.append(f"Prompt scoring: one request = one forward pass over {w.serve_seq_len} tokens (token generation: "
-                 f"a kind = \"llm\" job); {s.avg_requests_per_s:g} requests/s "
-                 f"on average, {s.peak_rps:g} at peak, latency SLO "
-                 f"{'none' if s.latency_slo_s is None else f'{s.latency_slo_s:g} s'}.")
-    lines.append("")
-    srows = []
-    best_s = {(r["model"], r["device"]): r for r in _best_rows(list(res.serving), ("model", "device"))}
-    for model in dict.fromkeys(r["model"] for r in res.serving):
-        for d in w.device_list():
-            r = best_s.get((model, d))
-            if r is None:
-                why = next((x for x in res.serving if x["model"] == model and x["device"] == d
-                            and x["status"] not in ("ok", "unsupported")), None)
-                srows.append([model, d, "-", "-", "-", "-", "-", "-", (why or {}).get("message", "unsupported")[:160]])
-                continue
-            srows.append(_serving_cells(r) + [""])
-    lines += [markdown_table(_SERVING_COLUMNS + ["why not"], srows, "lllrrrrrl"), ""]
-    trows = [r for r in res.training]
-    if trows:
-        lines += ["## Training: the cheapest planned layout per device", ""]
-        tr = sc.training
-        lines.append(f"{tr.samples_per_epoch:,.0f} {tr.unit} per epoch x {tr.epochs:g} epochs per run, "
-                     f"{w.global_batch} sequences of {w.train_seq_len} tokens per step, over "
-                     f"{', '.join(map(str, w.train_device_counts))} devices.")
-        lines += ["", training_table(trows), ""]
-    for p in res.plans:
-        if p["status"] == "ok":
-            br = p["breakdown"]
-            lines += [f"### Line items: {p['model']}", ""]
-            lines += [line_items_table(br, "markdown", sources=True), ""]
-    lines += ["## Assumptions", ""]
-    lines += [f"- {n}" for n in res.notes]
-    for plan in ("serving", "training", "data", "people", "ownership"):
-        d = to_json_dict(getattr(sc, plan))
-        lines.append(f"- **{plan}**: " + ", ".join(f"{k} = {v}" for k, v in d.items() if k not in ("type", "version")))
-    if prices:
-        lines += ["", _prices_table(prices)]
-    lines += ["", "## Provenance", ""]
-    lines.append("- Parameters and FLOPs: `profilers.analyze` on the meta device (no weights, no execution); "
-                 "serving latency: roofline projection onto each device (`profilers.project`: the job's serve_runtime, "
-                 "efficiency and per-kernel overhead calibrated against published measurements); "
-                 "training step time and memory: `profilers.parallel` (analytic, Korthikanti et al. 2022 activations).")
-    ex = next((r for r in res.serving if r.get("provenance")), None)
-    if ex:
-        lines.append(f"- Example serving figure: {ex['provenance']}")
-    ex = next((r for r in res.training if r.get("provenance")), None)
-    if ex:
-        lines.append(f"- Example training figure: {ex['provenance']}")
-    if environment:
-        lines.append(f"- Run: sigmastar {environment.get('sigmastar', '?')}, torch {environment.get('torch', '?')}, "
-                     f"{res.seconds:.1f} s.")
-    lines.append("")
-    return "\n".join(lines)
-
-
-def _plot_whatif(res: Any, job: Any, out: Path) -> dict[str, str]:
-    best = {(r["model"], r["device"]): r for r in _best_rows(list(res.serving), ("model", "device"))}
-    models = list(dict.fromkeys(r["model"] for r in res.serving))
-    devices = job.whatif.device_list()
-    if not best:
-        return {}
-    ax = _new_ax((8, 4))
-    width = 0.8 / max(1, len(models))
-    for i, m in enumerate(models):
-        xs = [j + i * width for j in range(len(devices))]
-        ys = [to_number(best[(m, d)]["total_usd"]) if (m, d) in best else 0.0 for d in devices]
-        ax.bar(xs, ys, width=width, label=m)
-    ax.set_xticks([j + width * (len(models) - 1) / 2 for j in range(len(devices))])
-    ax.set_xticklabels(devices, rotation=30, ha="right")
-    ax.set_yscale("log")
-    ax.set_ylabel(f"serving cost over {_horizon(job)} (USD, log)")
-    ax.set_title("Cheapest serving per device (missing bar: does not fit or misses the SLO)")
-    ax.legend(fontsize=8)
-    _save_fig(ax, out / "whatif.png")
-    return {"plot": "whatif.png"}
-
-
-def training_table(rows: Sequence[Mapping]) -> str:
-    """The priced training plans (:func:`optimizer.training_price.price_training` rows) as markdown."""
-    cols = ["model", "device", "devices", "layout", "step s", "MFU", "GB/device", "GPU-h ideal", "goodput",
-            "GPU-h paid", "days/run", "MWh", "rented", "owned", "total", "note"]
-    return markdown_table(cols, [[
-        r["model"], r["device"], r.get("devices", "-"), r.get("layout", "-"), fmt_num(r.get("step_s"), ".2f"),
-        fmt_num(r.get("mfu"), ".0%"), fmt_num(r.get("memory_gb_per_device"), ".1f"),
-        fmt_num(r.get("gpu_hours_ideal"), ",.0f"), fmt_num(r.get("goodput"), ".1%"),
-        fmt_num(r.get("gpu_hours_paid"), ",.0f"), fmt_num(r.get("wall_days_per_run"), ".1f"),
-        fmt_num(r["energy_kwh"] / 1e3 if r.get("energy_kwh") is not None else None, ",.1f"),
-        usd(r.get("usd_rented")), usd(r.get("usd_owned")),
-        usd(r["total_usd"]), "" if r["status"] == "ok" else r.get("message", "")[:160]] for r in rows],
-        "llrlrrrrrrrrrrrl")
-
-
-def write_whatif_report(res: Any, job: Any, output_dir: str | Path, environment: dict | None = None) -> dict[str, Path]:
-    """Write whatif.json, run.json, serving.csv, training.csv, report.md and whatif.png."""
-    from .jobs import price_rows_used
-
+    src = result.source
+    if src is None:
+        raise ConfigError("SearchResult.source must be the search that returned this result (it is kept in the "
+                          "process that ran it); got None (a result read from JSON: render its run folder with "
+                          "`sigmastar report DIR`).")
+    opts = dict(src.options)
+    call = SearchCall(name=src.workload.name, workload=src.workload.name, space=src.space,
+                      scenario=src.cost_model.scenario, book=src.cost_model.prices, method=result.method,
+                      seed=src.seed, output=str(src.output_dir) if src.output_dir is not None else "",
+                      **{k: opts.get(k) for k in _PRICING_OPTIONS})
     out = check_writable(output_dir)
-    atomic_write_text(out / "whatif.json", res.to_json(indent=1))
-    prices = price_rows_used(job)
-    data = {"type": RUN_SCHEMA, "version": RUN_VERSION, "kind": "whatif",
-            "written": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), "job": to_json_dict(job),
-            "environment": environment or {}, "prices": [to_json_dict(r) for r in prices]}
-    atomic_write_text(out / "run.json", json.dumps(data, indent=1, default=str))
-    return _write_whatif(res, job, out, prices, environment)
-
-
-def _write_whatif(res: Any, job: Any, out: Path, prices: list[Any], environment: dict | None) -> dict[str, Path]:
-    import pandas as pd
-
-    for name, rows in (("serving", res.serving), ("training", res.training)):
-        atomic_write_text(out / f"{name}.csv", pd.DataFrame([{k: v for k, v in r.items() if k != "provenance"}
-                                                            for r in rows]).to_csv(index=False))
-    files = _plot_whatif(res, job, out)
-    atomic_write_text(out / "report.md", whatif_markdown(res, job, files, prices, environment))
-    written = {"whatif": out / "whatif.json", "run": out / "run.json", "serving": out / "serving.csv",
-               "training": out / "training.csv", "report": out / "report.md"}
-    written.update({k: out / v for k, v in files.items()})
-    return written
-
-
-def whatif_html(res: Any) -> str:
-    """HTML for Jupyter: the cheapest plan per model, then the cheapest serving per device."""
-    best = sorted(_best_rows(list(res.serving), ("model", "device")),
-                  key=lambda r: (r["model"], to_number(r["total_usd"])))
-    return (html_table(_PLAN_COLUMNS, _plan_rows(res), "lllrll",
-                       caption=f"what-if {res.job_name} ({res.seconds:.1f} s): the cheapest plan per model")
-            + html_table(_SERVING_COLUMNS, [_serving_cells(r) for r in best], "lllrrrrr",
-                         caption="cheapest serving per device"))
+    missing = [k for k in _PRICING_OPTIONS if opts.get(k) is None]
+    if missing:
+        were = "was" if len(missing) == 1 else "were"
+        breakdowns, sens, note = {}, None, (f"the search's {', '.join(missing)} {were} not recorded (re-pricing the "
+                                            "chosen strategy line by line needs them)")
+    else:
+        breakdowns, sens, note = analyze_best(call, src.workload, src.cost_model, result, None, src.output_dir)
+    run = SearchRun(job=call, output_dir=out, result=result, quality_metric=src.workload.quality_metric or "quality",
+                    evaluations_before=None, evaluations_after=None, seconds=result.seconds, breakdowns=breakdowns,
+                    sensitivity=sens, sensitivity_note=note, environment=environment())
+    return write_search_report(run, out)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -659,8 +587,9 @@ def rerender(run_dir: str | Path) -> dict[str, Path]:
         if not p.is_file():
             raise ConfigError(f"report.run_dir must hold whatif.json for a what-if run; got {str(run_dir)!r}.")
         res = loads(p.read_text())
-        written = _write_whatif(res, run["job"], out, run.get("prices", []), run.get("environment"))
-        return written
+        from .whatif_report import _write_whatif
+
+        return _write_whatif(res, run["job"], out, run.get("prices", []), run.get("environment"))
     p = out / "results.json"
     if not p.is_file():
         raise ConfigError(f"report.run_dir must hold results.json; got {str(run_dir)!r} (the search did not finish).")

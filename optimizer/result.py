@@ -1,7 +1,9 @@
 """SearchResult and InfeasibleError: what a search returns, and how it is shown.
 
-Computing is in :mod:`optimizer.search`; this module holds the data and renders it (text, JSON,
-pandas, HTML for Jupyter, matplotlib plots).
+Computing is in :mod:`optimizer.search`; this module holds the data and renders it: ``repr`` a
+short summary, :meth:`SearchResult.to_text` every variant, ``_repr_html_`` for Jupyter, JSON,
+pandas, matplotlib plots, and :meth:`SearchResult.report` the run folder the CLI writes
+(:mod:`optimizer.report`).
 """
 
 from __future__ import annotations
@@ -23,13 +25,18 @@ __all__ = ["SearchResult", "InfeasibleError", "Trial", "RunSource"]
 class RunSource:
     """What produced a result in this process (not saved with it): the workload, space and cost
     model as the user gave them, the seed, and the output folder (its model cache). Attached by
-    :func:`optimizer.search` (``result.source``); None on a result loaded from JSON."""
+    :func:`optimizer.search` (``result.source``); None on a result loaded from JSON.
+
+    ``options``: the search's other keyword arguments as it ran with them (``profile_time_cap_s``,
+    ``pool``, ``runtime``, ...); one that is absent was not recorded (:meth:`SearchResult.report`
+    says so)."""
 
     workload: Any
     space: Any
     cost_model: Any
     seed: int = 0
     output_dir: Path | None = None
+    options: dict = field(default_factory=dict)
 
 
 @serializable("trial")
@@ -145,7 +152,62 @@ class SearchResult:
 
         return atomic_write_text(path, self.to_json(indent=1))
 
+    def export(self, path: str | Path, **kw: Any) -> Path:
+        """Write the chosen model into the folder ``path`` (state_dict, torch.export program where it
+        works, manifest.json, README.md on loading it); see :func:`optimizer.export.export_result`,
+        which takes ``workload``, ``seed``, ``cache_dir`` and ``workload_spec`` as ``kw``."""
+        from .export import export_result
+
+        return export_result(self, path, **kw)
+
     # ---- rendering ----------------------------------------------------------------------------
+    def report(self, output_dir: str | Path) -> dict[str, Path]:
+        """Write the run folder ``sigmastar search`` writes into ``output_dir``: report.md (what was
+        chosen and why, costs per component, savings, Pareto front, sensitivity, assumptions,
+        provenance), trials.csv, pareto.png / components.png / sensitivity.png, results.json and
+        run.json (so ``sigmastar report DIR`` renders it again). Returns the paths by name.
+
+        Needs the search that returned this result, in this process (:attr:`source`); what that
+        search did not record is reported as "not recorded". See
+        :func:`optimizer.report.write_result_report`.
+        """
+        from .report import write_result_report
+
+        return write_result_report(self, output_dir)
+
+    def __repr__(self) -> str:
+        """A few lines: status, best and baseline with cost and quality, savings, counts, what next."""
+        op, target = self.target_op, f"{self.min_quality:g}"
+        msg = self.message if len(self.message) <= 100 else self.message[:99] + "…"
+        lines = [f"SearchResult ({self.method}): {self.status}" + (f": {msg}" if msg else "")]
+
+        def strat(s: Strategy) -> str:
+            return (f"{s.label} on {s.device} x{s.replicas}, batch {s.batch_size}: {usd(s.cost_usd)}, "
+                    f"quality {fmt_num(s.quality, '.4f')}")
+
+        if self.best is not None:
+            lines.append(f"  best      {strat(self.best)} (target {op} {target})")
+        else:
+            near = self.closest[0] if self.closest else None
+            lines.append(f"  best      none meets quality {op} {target}"
+                         + (f"; closest {near['label']}: {near['missed']}" if near else ""))
+        if self.baseline is not None:
+            sv = self.savings_usd
+            pct = f" ({sv['total'] / self.baseline.cost_usd:.1%})" if sv and self.baseline.cost_usd else ""
+            same = self.best is not None and self.best.variant == self.baseline.variant
+            lines.append(f"  baseline  {strat(self.baseline)}" + ("; the best is the unmodified model" if same else
+                                                                  f"; saved {usd(sv['total'])}{pct}" if sv else ""))
+
+        def n(count: int, what: str) -> str:
+            return f"{count} {what}{'s' if count != 1 else ''}"
+
+        lines.append(f"  searched  {n(len(self.trials), 'variant')}, "
+                     f"{n(self.quality_evaluations, 'quality evaluation')}, {n(len(self.failures), 'failure')}, "
+                     f"{self.seconds:.1f} s")
+        lines.append("  more      .report(dir): report.md and plots; .export(dir): the chosen model; .trials_dataframe(); "
+                     ".to_text()")
+        return "\n".join(lines)
+
     def summary_rows(self) -> list[tuple[str, str]]:
         """(field, value) pairs: status, method, target, and the best and baseline strategies."""
         rows = [("status", f"{self.status}: {self.message}"), ("method", self.method),

@@ -27,6 +27,7 @@ from .budget import SearchBudget
 from .durable import FolderLock
 from .evaluate import Evaluator
 from .methods import OPTIONS, Outcome, SearchContext, get_method
+from .progress import progress_callbacks
 from .result import InfeasibleError, RunSource, SearchResult, Trial
 from .search_options import check_search_options
 from .space import SearchSpace, Variant
@@ -93,8 +94,11 @@ def search(workload: Any, space: SearchSpace, cost_model: Any, *, min_quality: f
     the best, or its price is unknown), the status is ``"incomplete"`` and ``failures`` says which
     variants and why.
 
-    Callbacks: ``progress(done, total, variant, quality_or_None, cost_usd)`` after each priced
-    variant (lazy, exhaustive) or finished trial (Optuna); ``on_evaluation(variant, quality_or_None,
+    Progress: ``progress=None`` (the default) shows a progress bar (tqdm; a widget in Jupyter) when
+    stderr is interactive, nothing otherwise; True always (one line per event on a file or pipe);
+    False never; a callable ``progress(done, total, variant, quality_or_None, cost_usd)`` is called
+    after each priced variant (lazy, exhaustive) or finished trial (Optuna) instead of a bar
+    (:func:`optimizer.progress.progress_callbacks`). ``on_evaluation(variant, quality_or_None,
     fidelity, error)`` after each quality evaluation this process runs; ``log(message)``.
     """
     from profilers import Workload
@@ -133,7 +137,8 @@ def search(workload: Any, space: SearchSpace, cost_model: Any, *, min_quality: f
     budget = SearchBudget.for_search(cost_model, timeout_s=timeout_s, max_evaluations=max_evaluations,
                                      budget_usd=budget_usd, usd_per_hour=usd_per_hour)
     out = Path(output_dir) if output_dir is not None else None
-    source = RunSource(workload=workload, space=space, cost_model=cost_model, seed=seed, output_dir=out)
+    source = RunSource(workload=workload, space=space, cost_model=cost_model, seed=seed, output_dir=out,
+                       options={"method": method, "min_quality": min_quality, **kw})
     # an output folder is one search's, or shared by the workers of one study (a shared storage: their
     # journal appends are locked, and evaluations are keyed by content); a second search there is refused
     with FolderLock(out, command=f"search(method={method!r})") if out is not None and storage is None \
@@ -141,14 +146,17 @@ def search(workload: Any, space: SearchSpace, cost_model: Any, *, min_quality: f
         minimize = not workload.higher_is_better
         if minimize:  # searched as its negation (every method maximizes quality); reported in its own sign
             workload, min_quality = _negated(workload), -min_quality
-        ev = Evaluator(workload, space, cost_model, seed=seed, output_dir=out, profile_time_cap_s=profile_time_cap_s,
-                       log=log, on_evaluation=on_evaluation, pool=pool, runtime=runtime, retries=opts["retries"],
-                       on_error=opts["on_error"])
-        ctx = SearchContext(ev=ev, variants=space.variants(), min_quality=float(min_quality), budget=budget,
-                            workload=workload, cost_model=cost_model, seed=seed, output_dir=out, options=given,
-                            progress=progress)
-        outcome = cls().run(ctx)
-        result = _assemble(ctx, cls.name, outcome, time.perf_counter() - t0)
+        with progress_callbacks(progress, log=log, on_evaluation=on_evaluation, method=cls.name,
+                                min_quality=float(min_quality), variants=space.size, n_trials=n_trials,
+                                timeout_s=timeout_s, max_evaluations=max_evaluations) as (progress, log, on_evaluation):
+            ev = Evaluator(workload, space, cost_model, seed=seed, output_dir=out, profile_time_cap_s=profile_time_cap_s,
+                           log=log, on_evaluation=on_evaluation, pool=pool, runtime=runtime, retries=opts["retries"],
+                           on_error=opts["on_error"])
+            ctx = SearchContext(ev=ev, variants=space.variants(), min_quality=float(min_quality), budget=budget,
+                                workload=workload, cost_model=cost_model, seed=seed, output_dir=out, options=given,
+                                progress=progress)
+            outcome = cls().run(ctx)
+            result = _assemble(ctx, cls.name, outcome, time.perf_counter() - t0)  # may measure the baseline
         if minimize:
             result = result.flipped()
         result = result.with_source(source)

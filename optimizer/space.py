@@ -66,23 +66,34 @@ def knob(default: tuple, **kw: Any) -> Any:
 
 
 def transform_knob(name: str, values: tuple, fn: Callable[[Any, Any], Any], *, off: Any, on: str = "model",
+                   engineer_hours: float | None = None, maintenance_hours_per_month: float = 0.0,
                    cost_key: str | None = None, stage: int = 1, trains: bool = False,
                    check: Callable[[Any], bool] | None = None, allowed: str = "",
                    order: Callable[[Any], Any] | None = None, describe: Callable[[Any], str] | None = None) -> Any:
     """A search dimension of your own, in one field: ``fn(model, value)`` (``on="model"``) or
     ``fn(workload, value)`` (``on="workload"``: input resolution, sequence length) at each of
     ``values`` (numbers, strings or bools; ``off`` applies nothing). Registers ``fn`` under ``name``
-    (:func:`profilers.techniques.register_transform`; ``cost_key`` defaults to ``name``: give its
-    engineer hours in ``PeoplePlan.hours`` unless it names a technique of techniques.toml). Values
-    are ordered by ``order`` (default ascending) from least to most compressed::
+    (:func:`profilers.techniques.register_transform`). Its engineering work is priced under
+    ``cost_key`` (default ``name``): ``engineer_hours`` (and ``maintenance_hours_per_month``) define
+    it (:func:`cost_models.scenario.define_technique`; an assumption you state, which
+    ``PeoplePlan.hours`` overrides per scenario), or ``cost_key`` names a technique of
+    cost_models/data/techniques.toml. Values are ordered by ``order`` (default ascending) from least
+    to most compressed::
 
         @dataclass(frozen=True)
         class MySpace(SearchSpace):
-            rank: tuple[float, ...] = transform_knob("rank", (1.0, 0.5), low_rank, off=1.0, order=lambda v: -v)
+            rank: tuple[float, ...] = transform_knob("rank", (1.0, 0.5), low_rank, off=1.0, order=lambda v: -v,
+                                                     engineer_hours=16)
     """
     from profilers.techniques.transform import Transform, register_transform
 
     spec = register_transform(name, fn, on=on, cost_key=cost_key, stage=stage, trains=trains)
+    if engineer_hours is not None:
+        from cost_models.scenario import define_technique
+
+        define_technique(spec.cost_key, engineer_hours=engineer_hours,
+                         maintenance_hours_per_month=maintenance_hours_per_month,
+                         notes=f"knob {name!r} ({spec.function})")
     ok = check or (lambda v: v is None or isinstance(v, (bool, int, float, str)))
     return knob(tuple(values), off=off, tag=name, allowed=allowed or f"a value of {name} (a number, string or bool)",
                 check=ok, technique=lambda space, v: Transform(name, v, spec.function), order=order,
@@ -261,8 +272,9 @@ class SearchSpace:
                 needs = list(t.missing(workload))
                 if priced is not None and not any("register_transform" in n for n in needs) \
                         and t.cost_key not in priced:
-                    needs.append(f"its engineer hours: Scenario(people=PeoplePlan(hours={{{t.cost_key!r}: ...}})) "
-                                 "(no technique of that name in cost_models/data/techniques.toml)")
+                    needs.append(f"its engineer hours: transform_knob(..., engineer_hours=...) (or "
+                                 f"cost_models.scenario.define_technique({t.cost_key!r}, engineer_hours=...)), or "
+                                 "cost_key= a technique of cost_models/data/techniques.toml")
                 lines += [f"{name}={value!r} ({t.short_label()}): needs {need}" for need in needs]
         return lines
 

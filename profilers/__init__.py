@@ -9,6 +9,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from .quiet import quiet_libraries as _quiet_libraries
+
+_quiet_libraries()  # third-party noise off (kineto's trace lines, ...) before any profiler runs
+
 _EXPORTS = {
     # name: module that defines it
     "FlopCount": ".flops",

@@ -224,6 +224,25 @@ def test_a_full_disk_keeps_the_previous_results_and_exits_with_the_error_code(tm
     assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
 
 
+def test_the_cli_prints_the_users_traceback_when_evaluate_raises_and_exits_with_the_error_code(tmp_path, capsys):
+    from tests.optimizer.test_cli_search import SMALL
+
+    (tmp_path / "wl.py").write_text(
+        "import dataclasses\nfrom profilers import workloads\n\n"
+        "def make():\n    wl = workloads.get('digits')\n    seen = []\n\n"
+        "    def my_metric(model):\n        seen.append(1)\n        if len(seen) == 2:\n"
+        "            raise ZeroDivisionError('empty validation split')\n        return wl.evaluate(model)\n\n"
+        "    return dataclasses.replace(wl, evaluate=my_metric)\n")
+    job = tmp_path / "job.toml"
+    job.write_text(SMALL.format(method="exhaustive", extra="").replace('workload = "digits"', 'workload = "wl.py:make"'))
+    out = tmp_path / "out"
+    assert main(["search", str(job), "--output", str(out), "--quiet"]) == EXIT_ERROR
+    err = capsys.readouterr().err
+    assert "Traceback" in err and "in my_metric" in err and "ZeroDivisionError: empty validation split" in err
+    assert "the search stopped: variant" in err and "run it again to resume" in err
+    assert len(_rows(out)) == 2  # the finished evaluation and the failed one are kept
+
+
 def test_zeroed_model_cache_files_are_rebuilt_and_the_answer_is_unchanged(wl, cost_model, clean, tmp_path):
     kw = dict(min_quality=0.9, method="exhaustive", profile_time_cap_s=0.1)
     search(wl, SPACE, cost_model, output_dir=tmp_path, **kw)

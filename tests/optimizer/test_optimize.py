@@ -198,16 +198,33 @@ def low_rank(model: nn.Module, fraction: float) -> nn.Module:
     return model
 
 
-@dataclass(frozen=True)
-class RankSpace(SearchSpace):
-    rank: tuple[float, ...] = transform_knob("low_rank", (1.0, 0.5, 0.1), low_rank, off=1.0, order=lambda v: -v,
-                                             describe=lambda v: f"low rank {v:g}")
+@pytest.fixture(autouse=True)
+def own_registries():
+    """The knobs a test declares (transforms, techniques with their hours) end with it."""
+    from cost_models import scenario
+    from profilers.techniques import transform
+
+    techniques, transforms = dict(scenario._TECHNIQUES), dict(transform._SPECS)
+    yield
+    scenario._TECHNIQUES.clear()
+    scenario._TECHNIQUES.update(techniques)
+    transform._SPECS.clear()
+    transform._SPECS.update(transforms)
+
+
+def rank_space() -> type:
+    @dataclass(frozen=True)
+    class RankSpace(SearchSpace):
+        rank: tuple[float, ...] = transform_knob("low_rank", (1.0, 0.5, 0.1), low_rank, off=1.0,
+                                                 order=lambda v: -v, engineer_hours=16,
+                                                 describe=lambda v: f"low rank {v:g}")
+    return RankSpace
 
 
 def test_a_knob_of_your_own_on_the_model_is_priced_and_measured_like_the_built_in_ones(wl, tmp_path):
     cm = CostModel(Scenario(serving=ServingPlan(avg_requests_per_s=50_000, samples_per_request=100,
-                                                latency_slo_s=0.05), people=PeoplePlan(hours={"low_rank": 16})))
-    space = RankSpace(devices=("T4",), batch_sizes=(4096,))
+                                                latency_slo_s=0.05)))
+    space = rank_space()(devices=("T4",), batch_sizes=(4096,))
     kw = dict(min_quality=0.9, profile_time_cap_s=0.1, raise_infeasible=False)
     ex = search(wl, space, cm, method="exhaustive", output_dir=tmp_path / "ex", **kw)
     lazy = search(wl, space, cm, method="lazy", output_dir=tmp_path / "lazy", **kw)
@@ -254,10 +271,9 @@ def test_a_knob_of_your_own_on_the_workload_changes_what_is_profiled_and_evaluat
     @dataclass(frozen=True)
     class SeqSpace(SearchSpace):
         seq: tuple[int, ...] = transform_knob("seq_len", (256, 32), seq_len, on="workload", off=256,
-                                                order=lambda v: -v)
+                                                order=lambda v: -v, engineer_hours=0)
 
-    scenario = Scenario(serving=ServingPlan(avg_requests_per_s=200_000, samples_per_request=10, latency_slo_s=0.1),
-                        people=PeoplePlan(hours={"seq_len": 0}))
+    scenario = Scenario(serving=ServingPlan(avg_requests_per_s=200_000, samples_per_request=10, latency_slo_s=0.1))
     res = optimize(model, agreement, example_inputs={k: v[:8] for k, v in batch.items()}, min_quality=0.0,
                    scenario=scenario, space=SeqSpace(devices=("T4",), batch_sizes=(64,)), method="exhaustive",
                    profile_time_cap_s=0.1)
@@ -268,7 +284,18 @@ def test_a_knob_of_your_own_on_the_workload_changes_what_is_profiled_and_evaluat
 
 
 def test_a_knob_without_its_engineer_hours_fails_fast(wl):
+    @dataclass(frozen=True)
+    class Unpriced(SearchSpace):
+        rank: tuple[float, ...] = transform_knob("unpriced_rank", (1.0, 0.5), low_rank, off=1.0, order=lambda v: -v)
+
     cm = CostModel(Scenario(serving=ServingPlan(avg_requests_per_s=10, latency_slo_s=0.05)))
-    with pytest.raises(ConfigError, match=r"rank=0\.5 \(low_rank_0\.5\): needs its engineer hours: "
-                                          r"Scenario\(people=PeoplePlan\(hours=\{'low_rank': \.\.\.\}\)\)"):
-        search(wl, RankSpace(devices=("T4",), batch_sizes=(64,)), cm, min_quality=0.9)
+    with pytest.raises(ConfigError, match=r"rank=0\.5 \(unpriced_rank_0\.5\): needs its engineer hours: "
+                                          r"transform_knob\(\.\.\., engineer_hours=\.\.\.\)"):
+        search(wl, Unpriced(devices=("T4",), batch_sizes=(64,)), cm, min_quality=0.9)
+    # the hours a knob declares are an assumption a scenario overrides like any technique's
+    rank_space()
+    cheap = Scenario(serving=ServingPlan(avg_requests_per_s=10, latency_slo_s=0.05),
+                     people=PeoplePlan(hours={"low_rank": 1}))
+    assert cheap.engineer_hours("low_rank") == 1 and Scenario().engineer_hours("low_rank") == 16
+    with pytest.raises(ConfigError, match=r"PeoplePlan\.hours\['pruning'\] must be keyed by"):
+        PeoplePlan(hours={"pruning": 3}) and Scenario(people=PeoplePlan(hours={"pruning": 3}))

@@ -92,8 +92,8 @@ def test_quantize_with_mixed_precision_is_rejected_with_the_reason(base):
 
 def test_a_non_technique_in_the_list_is_rejected(base):
     # the registered technique types, in registration order (a test may have registered a toy one after them)
-    with pytest.raises(ConfigError, match=r"^apply\.techniques\[1\] must be a Prune, Quantize, Distill(, | or )"
-                                          r"MixedPrecision( or \w+)? config; got 'str'\.$"):
+    with pytest.raises(ConfigError, match=r"^apply\.techniques\[1\] must be a Prune, Quantize, Distill, MixedPrecision"
+                                          r"(, Transform or \w+| or Transform) config; got 'str'\.$"):
         apply(base, [Prune(), "int8"], cache=False)
 
 
