@@ -31,6 +31,7 @@ import datetime as _dt
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -126,7 +127,7 @@ def run(job: Path, out: Path, sig: int | None = None) -> tuple[int, str, float]:
     if sig is not None:
         for line in proc.stderr:
             lines.append(line)
-            if "quality evaluated 1" in line or "trials 1/" in line:
+            if re.search(r"(quality evaluations|trials) 1\b", line):  # the progress line after the first one
                 proc.send_signal(sig)
                 break
     _, rest = proc.communicate(timeout=600)

@@ -5,6 +5,7 @@
     sigmastar whatif                       # Llama-2-7B/70B served and trained across the GPU catalog
     sigmastar plan llama-2-7b --counts 256,512 --tokens 2e12    # a training run's layout and price per GPU
     sigmastar report runs/digits           # render the report again from results.json and run.json
+    sigmastar export runs/digits --to m/   # the chosen model: state_dict, torch.export program, manifest
     sigmastar worker job.toml --storage postgresql://...   # join an Optuna search on a shared storage
     sigmastar profile                      # measure the bundled digits CNN here, project onto GPUs
     sigmastar profile --config llama-2-7b --seq-len 4096 --devices A100-80GB,H100-SXM --dtype bf16
