@@ -80,14 +80,19 @@ def test_a_plain_mlp_with_a_dataloader(mlp):
     assert (model(xte[:4]) == model(xte[:4])).all()  # the caller's model is untouched
 
 
-def test_a_hugging_face_model_built_from_a_config_without_training_data():
+def _tiny_bert(*, hidden: int, samples: int, tokens: int) -> tuple[nn.Module, dict]:
+    """A 2-layer BERT classifier built from a config (no download), and a batch of random token ids."""
     transformers = pytest.importorskip("transformers")
     torch.manual_seed(0)
-    cfg = transformers.BertConfig(vocab_size=100, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
-                                  intermediate_size=64, max_position_embeddings=64, num_labels=2)
-    model = transformers.BertForSequenceClassification(cfg).eval()
-    ids = torch.randint(0, 100, (64, 16))
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    cfg = transformers.BertConfig(vocab_size=100, hidden_size=hidden, num_hidden_layers=2, num_attention_heads=2,
+                                  intermediate_size=4 * hidden, max_position_embeddings=max(64, tokens), num_labels=2)
+    ids = torch.randint(0, 100, (samples, tokens))
+    return transformers.BertForSequenceClassification(cfg).eval(), {"input_ids": ids,
+                                                                     "attention_mask": torch.ones_like(ids)}
+
+
+def test_a_hugging_face_model_built_from_a_config_without_training_data():
+    model, batch = _tiny_bert(hidden=32, samples=64, tokens=16)
     reference = model(**batch).logits.argmax(-1)
 
     def agreement(m):  # a ModelOutput, read as it is
@@ -242,13 +247,7 @@ def test_a_knob_of_your_own_on_the_model_is_priced_and_measured_like_the_built_i
 
 
 def test_a_knob_of_your_own_on_the_workload_changes_what_is_profiled_and_evaluated():
-    transformers = pytest.importorskip("transformers")
-    torch.manual_seed(0)
-    cfg = transformers.BertConfig(vocab_size=100, hidden_size=128, num_hidden_layers=2, num_attention_heads=2,
-                                  intermediate_size=512, max_position_embeddings=256, num_labels=2)
-    model = transformers.BertForSequenceClassification(cfg).eval()
-    ids = torch.randint(0, 100, (16, 256))
-    batch = {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+    model, batch = _tiny_bert(hidden=128, samples=16, tokens=256)
     seen_lengths = []
 
     def agreement(m):
